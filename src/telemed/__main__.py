@@ -1,0 +1,112 @@
+"""The ``telemed`` command: serve | migrate | demo | token create | check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from telemed.settings import Settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from telemed.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "telemed.app:app_factory",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from telemed.db.engine import make_engine
+    from telemed.db.migrate import upgrade
+
+    upgrade(make_engine(settings.database_url))
+    print("database is at the latest migration")
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from telemed.app import Services
+    from telemed.demo.loader import load_demo
+
+    services = Services.from_settings(settings)
+    if args.if_empty:
+        from telemed.demo.loader import database_is_empty
+
+        if not database_is_empty(services):
+            print("database already has data; demo network not loaded")
+            return 0
+    counts = load_demo(services)
+    print("demo network: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from telemed.db.engine import make_engine, unit_of_work
+    from telemed.identity import get_account, issue_token
+    from telemed.kernel.clock import SystemClock
+
+    with unit_of_work(make_engine(settings.database_url), write=False) as conn:
+        acct = get_account(conn, args.user)
+    if acct is None or not acct.active:
+        print(f"error: no active account named {args.user!r} (run 'telemed demo' for the demo accounts)", file=sys.stderr)
+        return 2
+    scopes = args.scope or ["user/*.*"]
+    ttl = args.ttl or settings.token_ttl_seconds
+    print(issue_token(settings.resolved_secret_key(), args.user, scopes, ttl, SystemClock().now(), list(acct.roles)))
+    return 0
+
+
+def _check(settings: Settings, _args: argparse.Namespace) -> int:
+    from telemed.db.engine import make_engine
+    from telemed.db.migrate import is_current
+
+    problems = settings.problems()
+    try:
+        if not is_current(make_engine(settings.database_url)):
+            problems.append("the database is not migrated: run 'telemed migrate'")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        problems.append(f"the database is unreachable: {exc.__class__.__name__}: {exc}".splitlines()[0])
+    for p in problems:
+        print(f"problem: {p}")
+    if not problems:
+        print("configuration OK")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="telemed", description="Telemed regional telemedicine platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="serve the platform over HTTP")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=_serve)
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
+    p = sub.add_parser("demo", help="load the demo network (idempotent)")
+    p.add_argument("--if-empty", action="store_true", help="only when the database holds no resources")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("token", help="access tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="print a bearer access token (alone on the last line)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--scope", action="append", help="SMART-style scope, e.g. user/*.read (repeatable)")
+    t.add_argument("--ttl", type=int, help="lifetime in seconds")
+    t.set_defaults(func=_token)
+    sub.add_parser("check", help="print configuration problems").set_defaults(func=_check)
+    args = parser.parse_args(argv)
+    return args.func(Settings(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

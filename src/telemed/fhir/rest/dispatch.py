@@ -1,0 +1,84 @@
+"""Routes one FHIR interaction to its handler (R4 §3.1.0 summary table). No web framework here."""
+
+from __future__ import annotations
+
+from telemed.fhir.rest import bundles, interactions, listing
+from telemed.fhir.rest.capability import capability_statement
+from telemed.fhir.rest.request import FhirRequest, FhirResponse
+from telemed.fhir.store.repository import Repository
+from telemed.kernel.errors import Category, TelemedError
+
+
+def _not_allowed(req: FhirRequest, allowed: str) -> TelemedError:
+    return TelemedError(
+        Category.METHOD_NOT_ALLOWED,
+        f"{req.method} is not supported on /{req.path} (allowed: {allowed})",
+        headers={"Allow": allowed},
+    )
+
+
+def _known_type(repo: Repository, rtype: str) -> str:
+    if not repo.validator.defs.is_resource_type(rtype):
+        raise TelemedError(Category.NOT_FOUND, f"Unknown resource type {rtype!r} (FHIR R4 resource types are case-sensitive)")
+    return rtype
+
+
+def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
+    parts = [p for p in req.path.split("/") if p] if req.path else []
+    m = req.method
+    if not parts:
+        if m == "POST":
+            return bundles.process(dispatch, repo, req)
+        raise _not_allowed(req, "POST")
+    head = parts[0]
+    if head == "metadata" and len(parts) == 1:
+        if m in ("GET", "HEAD"):
+            return FhirResponse(200, capability_statement(req.base_url), {}, "capabilities")
+        raise _not_allowed(req, "GET")
+    if head == "_history" and len(parts) == 1:
+        if m == "GET":
+            return listing.history(repo, req, None, None, "_history")
+        raise _not_allowed(req, "GET")
+    if head.startswith("$") or (len(parts) > 1 and parts[-1].startswith("$")):
+        raise TelemedError(Category.NOT_IMPLEMENTED, f"The operation {parts[-1]!r} is not supported")
+    rtype = _known_type(repo, head)
+    if len(parts) == 1:
+        if m == "GET":
+            return listing.search(repo, req, rtype, rtype)
+        if m == "POST":
+            return interactions.create(repo, req, rtype)
+        if m == "PUT":
+            return interactions.conditional_update(repo, req, rtype)
+        if m == "PATCH":
+            return interactions.conditional_patch(repo, req, rtype)
+        if m == "DELETE":
+            return interactions.conditional_delete(repo, req, rtype)
+        raise _not_allowed(req, "GET, POST, PUT, PATCH, DELETE")
+    second = parts[1]
+    if len(parts) == 2 and second == "_search":
+        if m == "POST":
+            return listing.search(repo, req, rtype, rtype)
+        raise _not_allowed(req, "POST")
+    if len(parts) == 2 and second == "_history":
+        if m == "GET":
+            return listing.history(repo, req, rtype, None, f"{rtype}/_history")
+        raise _not_allowed(req, "GET")
+    if len(parts) == 2:
+        if m in ("GET", "HEAD"):
+            return interactions.read(repo, req, rtype, second)
+        if m == "PUT":
+            return interactions.update(repo, req, rtype, second)
+        if m == "PATCH":
+            return interactions.patch(repo, req, rtype, second)
+        if m == "DELETE":
+            return interactions.delete(repo, req, rtype, second)
+        raise _not_allowed(req, "GET, PUT, PATCH, DELETE")
+    if len(parts) == 3 and parts[2] == "_history":
+        if m == "GET":
+            return listing.history(repo, req, rtype, second, f"{rtype}/{second}/_history")
+        raise _not_allowed(req, "GET")
+    if len(parts) == 4 and parts[2] == "_history":
+        if m in ("GET", "HEAD"):
+            return interactions.vread(repo, req, rtype, second, parts[3])
+        raise _not_allowed(req, "GET")
+    raise TelemedError(Category.NOT_FOUND, f"No FHIR interaction is defined for /{req.path}")

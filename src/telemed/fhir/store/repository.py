@@ -1,0 +1,427 @@
+"""The FHIR store: create, read, vread, update, patch, delete, history and criteria lookup.
+
+Implements the persistence side of the RESTful API (FHIR R4 §3.1.0): versioning (``meta.versionId``
+and ``meta.lastUpdated`` are server-assigned), deletes that keep history (a later read is 410),
+and optimistic locking. One Repository is built per request from the caller's
+:class:`AccessContext`; it never commits (the request's unit of work does).
+
+No lost update: an update is ``UPDATE ... WHERE version_id = <version read>``. When two requests
+race with the same ``If-Match``, the database serialises the two UPDATEs and the second matches no
+row, so it fails with 412 instead of overwriting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import jsonpatch
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from telemed.db.schema import resource as t_resource
+from telemed.db.schema import resource_history as t_history
+from telemed.db.schema import search_token as t_token
+from telemed.fhir.search import index
+from telemed.fhir.search.criteria import Criteria
+from telemed.fhir.store.attachments import externalize, rehydrate
+from telemed.fhir.store.context import AccessContext
+from telemed.fhir.validation import Validator, validator
+from telemed.kernel.blobs import BlobStore
+from telemed.kernel.clock import Clock, fhir_instant
+from telemed.kernel.errors import Category, Issue, TelemedError, incorrect
+from telemed.kernel.ids import IdGenerator, is_valid_id, new_id
+
+
+@dataclass
+class Stored:
+    """A resource as stored: its JSON (with ``meta``) and the version facts HTTP needs."""
+
+    resource: dict
+    version_id: int
+    last_updated: datetime
+    created: bool = False
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+@dataclass
+class HistoryEntry:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    method: str
+    resource: dict | None
+    seq: int
+
+
+class Repository:
+    def __init__(
+        self,
+        conn: Connection,
+        context: AccessContext,
+        clock: Clock,
+        blobs: BlobStore,
+        *,
+        ids: IdGenerator = new_id,
+        blob_threshold: int = 4096,
+        validate: Validator | None = None,
+    ):
+        self.conn = conn
+        self.context = context
+        self.clock = clock
+        self.blobs = blobs
+        self.ids = ids
+        self.blob_threshold = blob_threshold
+        self.validator = validate or validator()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _check_type(self, resource_type: str) -> None:
+        if not self.validator.defs.is_resource_type(resource_type):
+            raise TelemedError(Category.NOT_FOUND, f"Unknown resource type {resource_type!r}")
+
+    def _validate(self, resource: object, resource_type: str) -> dict:
+        if not isinstance(resource, dict):
+            raise incorrect("The body must be a FHIR resource (a JSON object)", code="structure")
+        if resource.get("resourceType") != resource_type:
+            raise incorrect(
+                f"resourceType {resource.get('resourceType')!r} does not match the endpoint {resource_type!r}",
+                "resourceType",
+                "invalid",
+            )
+        issues = self.validator.validate(resource)
+        if issues:
+            raise TelemedError(Category.UNPROCESSABLE, f"Invalid {resource_type}: {issues[0].message}", issues)
+        return resource
+
+    def _stamp(self, resource: dict, resource_type: str, id_: str, version: int, now: datetime) -> dict:
+        out = dict(resource)
+        out["resourceType"] = resource_type
+        out["id"] = id_
+        meta = dict(out.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = fhir_instant(now)
+        out["meta"] = meta
+        # Keep resourceType and id first: friendlier for people reading raw JSON.
+        return {"resourceType": resource_type, "id": id_, **{k: v for k, v in out.items() if k not in ("resourceType", "id")}}
+
+    def _write_version(
+        self, resource: dict, resource_type: str, id_: str, version: int, now: datetime, method: str, *, insert_row: bool
+    ) -> Stored:
+        stamped = self._stamp(resource, resource_type, id_, version, now)
+        stored, has_blobs = externalize(stamped, self.blobs, self.blob_threshold)
+        values = dict(version_id=version, last_updated=now, deleted=False, has_blobs=has_blobs, content=stored)
+        if insert_row:
+            self.conn.execute(insert(t_resource).values(resource_type=resource_type, id=id_, **values))
+        else:
+            result = self.conn.execute(
+                update(t_resource)
+                .where(
+                    t_resource.c.resource_type == resource_type,
+                    t_resource.c.id == id_,
+                    t_resource.c.version_id == version - 1,
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                raise TelemedError(
+                    Category.PRECONDITION_FAILED,
+                    f"{resource_type}/{id_} was changed by another request; re-read it and retry",
+                    [Issue("Version conflict", "conflict")],
+                )
+        self.conn.execute(
+            insert(t_history).values(
+                resource_type=resource_type,
+                id=id_,
+                version_id=version,
+                last_updated=now,
+                method=method,
+                has_blobs=has_blobs,
+                content=stored,
+            )
+        )
+        self._reindex(resource_type, id_, stamped)
+        return Stored(stamped, version, now)
+
+    def _reindex(self, resource_type: str, id_: str, resource: dict | None) -> None:
+        self.conn.execute(
+            delete(t_token).where(t_token.c.resource_type == resource_type, t_token.c.resource_id == id_)
+        )
+        rows = index.token_rows(resource) if resource else []
+        if rows:
+            self.conn.execute(
+                insert(t_token), [dict(resource_type=resource_type, resource_id=id_, **r) for r in rows]
+            )
+
+    def _current(self, resource_type: str, id_: str):
+        return self.conn.execute(
+            select(
+                t_resource.c.version_id,
+                t_resource.c.last_updated,
+                t_resource.c.deleted,
+                t_resource.c.has_blobs,
+                t_resource.c.content,
+            ).where(t_resource.c.resource_type == resource_type, t_resource.c.id == id_)
+        ).first()
+
+    def _load(self, content: dict, has_blobs: bool) -> dict:
+        return rehydrate(content, self.blobs) if has_blobs else content
+
+    @staticmethod
+    def _check_if_match(if_match: str | None, current_version: int, what: str) -> None:
+        if if_match is None:
+            return
+        wanted = if_match.strip().removeprefix("W/").strip('"')
+        if wanted != str(current_version):
+            raise TelemedError(
+                Category.PRECONDITION_FAILED,
+                f"If-Match {if_match} does not match the current version {current_version} of {what}",
+                [Issue(f"Version conflict: current version is {current_version}", "conflict")],
+            )
+
+    # -- interactions --------------------------------------------------------------------------
+    def create(self, resource_type: str, resource: object, assigned_id: str | None = None) -> Stored:
+        """R4 §3.1.0.7 create: the server assigns the id (any id in the body is ignored).
+
+        ``assigned_id`` is for transactions, which allocate ids up front to resolve ``urn:uuid:``.
+        """
+        self._check_type(resource_type)
+        self.context.require(resource_type, "write")
+        body = self._validate(resource, resource_type)
+        now = self.clock.now()
+        new = assigned_id or self.ids()
+        stored = self._write_version(body, resource_type, new, 1, now, "POST", insert_row=True)
+        stored.created = True
+        return stored
+
+    def read(self, resource_type: str, id_: str) -> Stored:
+        """R4 §3.1.0.2 read: 404 if it never existed, 410 if deleted."""
+        self._check_type(resource_type)
+        self.context.require(resource_type, "read")
+        row = self._current(resource_type, id_)
+        if row is None:
+            raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} is not known")
+        if row.deleted:
+            raise TelemedError(
+                Category.GONE,
+                f"{resource_type}/{id_} was deleted",
+                headers={"ETag": f'W/"{row.version_id}"'},
+            )
+        return Stored(self._load(row.content, row.has_blobs), row.version_id, row.last_updated)
+
+    def exists(self, resource_type: str, id_: str) -> bool:
+        row = self._current(resource_type, id_)
+        return row is not None and not row.deleted
+
+    def vread(self, resource_type: str, id_: str, version_id: str) -> Stored:
+        """R4 §3.1.0.3 vread; a deleted version is 410."""
+        self._check_type(resource_type)
+        self.context.require(resource_type, "read")
+        if not version_id.isdigit():
+            raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} has no version {version_id!r}")
+        row = self.conn.execute(
+            select(t_history).where(
+                t_history.c.resource_type == resource_type,
+                t_history.c.id == id_,
+                t_history.c.version_id == int(version_id),
+            )
+        ).first()
+        if row is None:
+            raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} has no version {version_id}")
+        if row.content is None:
+            raise TelemedError(Category.GONE, f"Version {version_id} of {resource_type}/{id_} is a deletion")
+        return Stored(self._load(row.content, row.has_blobs), row.version_id, row.last_updated)
+
+    def update(self, resource_type: str, id_: str, resource: object, if_match: str | None = None) -> Stored:
+        """R4 §3.1.0.4 update, including update-as-create with a client-chosen id."""
+        self._check_type(resource_type)
+        self.context.require(resource_type, "write")
+        body = self._validate(resource, resource_type)
+        if body.get("id") is None:
+            raise incorrect("The resource in an update must carry its id", f"{resource_type}.id", "required")
+        if body["id"] != id_:
+            raise incorrect(
+                f"The id in the body ({body['id']!r}) does not match the id in the URL ({id_!r})",
+                f"{resource_type}.id",
+            )
+        if not is_valid_id(id_):
+            raise incorrect(f"{id_!r} is not a valid FHIR id", f"{resource_type}.id")
+        now = self.clock.now()
+        row = self._current(resource_type, id_)
+        if row is None:
+            if if_match is not None:
+                raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
+            try:
+                with self.conn.begin_nested():
+                    stored = self._write_version(body, resource_type, id_, 1, now, "PUT", insert_row=True)
+            except IntegrityError:
+                # Another request created it first: treat ours as an update of that version.
+                row = self._current(resource_type, id_)
+            else:
+                stored.created = True
+                return stored
+        # Without If-Match the last writer wins: re-read and retry when another update slipped in.
+        for _ in range(5):
+            self._check_if_match(if_match, row.version_id, f"{resource_type}/{id_}")
+            try:  # a lost race writes nothing (the UPDATE matched no row), so no savepoint is needed
+                stored = self._write_version(body, resource_type, id_, row.version_id + 1, now, "PUT", insert_row=False)
+            except TelemedError as exc:
+                if if_match is not None or exc.category is not Category.PRECONDITION_FAILED:
+                    raise
+                row = self._current(resource_type, id_)
+                continue
+            stored.created = bool(row.deleted)
+            return stored
+        raise TelemedError(Category.CONFLICT, f"{resource_type}/{id_} is being updated by many requests; retry")
+
+    def patch(self, resource_type: str, id_: str, operations: object, if_match: str | None = None) -> Stored:
+        """R4 §3.1.0.5 patch with JSON Patch (RFC 6902); the patched result is validated like an update."""
+        current = self.read(resource_type, id_)
+        self._check_if_match(if_match, current.version_id, f"{resource_type}/{id_}")
+        if not isinstance(operations, list):
+            raise incorrect("A JSON Patch document must be an array of operations")
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(current.resource)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise TelemedError(Category.UNPROCESSABLE, f"The JSON Patch cannot be applied: {exc}") from None
+        if patched.get("id") != id_ or patched.get("resourceType") != resource_type:
+            raise TelemedError(Category.UNPROCESSABLE, "A patch must not change resourceType or id")
+        body = self._validate(patched, resource_type)
+        now = self.clock.now()
+        return self._write_version(
+            body, resource_type, id_, current.version_id + 1, now, "PATCH", insert_row=False
+        )
+
+    def delete(self, resource_type: str, id_: str, if_match: str | None = None) -> int | None:
+        """R4 §3.1.0.6 delete: records a deletion version; deleting the deleted or unknown is a no-op.
+
+        Returns the version id of the deletion, or None when there was nothing to delete.
+        """
+        self._check_type(resource_type)
+        self.context.require(resource_type, "write")
+        row = self._current(resource_type, id_)
+        if row is None or row.deleted:
+            if if_match is not None and row is None:
+                raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
+            return None
+        self._check_if_match(if_match, row.version_id, f"{resource_type}/{id_}")
+        now = self.clock.now()
+        version = row.version_id + 1
+        result = self.conn.execute(
+            update(t_resource)
+            .where(
+                t_resource.c.resource_type == resource_type,
+                t_resource.c.id == id_,
+                t_resource.c.version_id == row.version_id,
+            )
+            .values(version_id=version, last_updated=now, deleted=True, has_blobs=False, content=None)
+        )
+        if result.rowcount != 1:
+            raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} was changed by another request")
+        self.conn.execute(
+            insert(t_history).values(
+                resource_type=resource_type,
+                id=id_,
+                version_id=version,
+                last_updated=now,
+                method="DELETE",
+                has_blobs=False,
+                content=None,
+            )
+        )
+        self._reindex(resource_type, id_, None)
+        return version
+
+    def history(
+        self,
+        resource_type: str | None = None,
+        id_: str | None = None,
+        *,
+        since: datetime | None = None,
+        before_seq: int | None = None,
+        count: int = 50,
+    ) -> list[HistoryEntry]:
+        """R4 §3.1.0.9 history, newest first. ``before_seq`` is the paging cursor: entries written
+        after the first page was served get higher ``seq`` values and never shift later pages."""
+        if resource_type is not None:
+            self._check_type(resource_type)
+            self.context.require(resource_type, "read")
+        else:
+            self.context.require("*", "read")
+        q = select(t_history)
+        if resource_type is not None:
+            q = q.where(t_history.c.resource_type == resource_type)
+        if id_ is not None:
+            q = q.where(t_history.c.id == id_)
+        if since is not None:
+            q = q.where(t_history.c.last_updated >= since)
+        if before_seq is not None:
+            q = q.where(t_history.c.seq < before_seq)
+        q = q.order_by(t_history.c.seq.desc()).limit(count)
+        rows = self.conn.execute(q).all()
+        if id_ is not None and not rows and before_seq is None and since is None:
+            raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} is not known")
+        return [
+            HistoryEntry(
+                r.resource_type,
+                r.id,
+                r.version_id,
+                r.last_updated,
+                r.method,
+                self._load(r.content, r.has_blobs) if r.content is not None else None,
+                r.seq,
+            )
+            for r in rows
+        ]
+
+    # -- criteria ------------------------------------------------------------------------------
+    def _criteria_query(self, resource_type: str, c: Criteria):
+        q = select(t_resource.c.id).where(t_resource.c.resource_type == resource_type, t_resource.c.deleted.is_(False))
+        if c.ids is not None:
+            q = q.where(t_resource.c.id.in_(c.ids))
+        for ors in c.identifiers:
+            conds = []
+            for tok in ors:
+                cond = [t_token.c.param == "identifier"]
+                if tok.value is not None:
+                    cond.append(t_token.c.value == tok.value)
+                if tok.system == "":
+                    cond.append(t_token.c.system.is_(None))
+                elif tok.system is not None:
+                    cond.append(t_token.c.system == tok.system)
+                conds.append(and_(*cond))
+            q = q.where(
+                t_resource.c.id.in_(
+                    select(t_token.c.resource_id).where(t_token.c.resource_type == resource_type, or_(*conds))
+                )
+            )
+        return q
+
+    def find_ids(self, resource_type: str, c: Criteria, limit: int | None = None) -> list[str]:
+        self._check_type(resource_type)
+        self.context.require(resource_type, "read")
+        q = self._criteria_query(resource_type, c).order_by(t_resource.c.id)
+        if limit is not None:
+            q = q.limit(limit)
+        return [r.id for r in self.conn.execute(q)]
+
+    def search(self, resource_type: str, c: Criteria, count: int) -> tuple[list[Stored], int]:
+        """Matches in a stable order (by id), one page from ``c.offset``, and the total."""
+        self._check_type(resource_type)
+        self.context.require(resource_type, "read")
+        ids = self._criteria_query(resource_type, c).subquery()
+        total = self.conn.execute(select(func.count()).select_from(ids)).scalar_one()
+        if count == 0 or c.summary_count:
+            return [], total
+        q = (
+            select(t_resource.c.version_id, t_resource.c.last_updated, t_resource.c.has_blobs, t_resource.c.content)
+            .where(t_resource.c.resource_type == resource_type, t_resource.c.id.in_(select(ids.c.id)))
+            .order_by(t_resource.c.id)
+            .offset(c.offset)
+            .limit(count)
+        )
+        page = [Stored(self._load(r.content, r.has_blobs), r.version_id, r.last_updated) for r in self.conn.execute(q)]
+        return page, total

@@ -1,0 +1,1 @@
+"""Framework-free building blocks shared by every layer. Imports nothing else from telemed."""

@@ -1,0 +1,66 @@
+"""The only place configuration is read. Environment prefix ``TELEMED_``.
+
+Demo mode (the default for ``make run``) uses SQLite and files under ``./var`` and generates a
+secret key there on first use; production (``TELEMED_DEMO=false``) refuses to start without an
+explicit ``TELEMED_SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELEMED_", extra="ignore")
+
+    demo: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+    var_dir: Path = Path("./var")
+    database_url: str = "sqlite:///./var/telemed.db"
+    blob_url: str = "file:./var/blobs"
+    secret_key: str | None = None
+    base_url: str | None = Field(default=None, description="Public base URL; derived from the request if unset")
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Attachment/Binary data larger than this goes to the blob store instead of the row.
+    blob_threshold_bytes: int = 4096
+    token_ttl_seconds: int = 3600
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    workers: int = 1
+    log_level: str = "INFO"
+
+    def problems(self) -> list[str]:
+        """Configuration problems, as ``telemed check`` prints them (empty when fine)."""
+        found = []
+        if not self.demo:
+            if not self.secret_key:
+                found.append("TELEMED_SECRET_KEY is required outside demo mode")
+            elif len(self.secret_key) < MIN_SECRET_LENGTH:
+                found.append(f"TELEMED_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+            if self.database_url.startswith("sqlite"):
+                found.append("SQLite is for demo and single-user use; set TELEMED_DATABASE_URL=postgresql://...")
+        if not (self.database_url.startswith("sqlite:") or self.database_url.startswith("postgresql")):
+            found.append(f"TELEMED_DATABASE_URL has an unsupported scheme: {self.database_url!r}")
+        if not self.blob_url.startswith("file:"):
+            found.append(f"TELEMED_BLOB_URL has an unsupported scheme: {self.blob_url!r}")
+        return found
+
+    def resolved_secret_key(self) -> str:
+        """The signing key; in demo mode generated once into ``var_dir`` so restarts keep tokens valid."""
+        if self.secret_key:
+            return self.secret_key
+        if not self.demo:
+            raise RuntimeError("TELEMED_SECRET_KEY is required outside demo mode")
+        path = self.var_dir / "secret.key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
