@@ -64,7 +64,7 @@ class Validator:
         if not isinstance(obj, dict):
             issues.append(Issue(f"{expr} must be a JSON object", "structure", expr))
             return
-        if not obj or (is_resource and len(obj) == 1):
+        if not obj and not is_resource:  # ele-1 is about elements; a bare resource is legal
             issues.append(Issue(f"{expr} must not be empty (ele-1)", "structure", expr))
             return
         struct = self.defs.structure(type_name)
