@@ -37,7 +37,10 @@ class Definitions:
 def load() -> Definitions:
     raw = json.loads(gzip.decompress(_FILE.read_bytes()))
     primitives = {
-        name: re.compile(p["regex"], re.DOTALL) if p["regex"] else None for name, p in raw["primitives"].items()
+        # re.ASCII: in FHIR's (XML Schema) regexes \s is only space, tab, CR, LF, so a no-break space
+        # or any non-ASCII character counts as \S.
+        name: re.compile(p["regex"], re.DOTALL | re.ASCII) if p["regex"] else None
+        for name, p in raw["primitives"].items()
     }
     resource_types = frozenset(
         name for name, t in raw["types"].items() if t["kind"] == "resource" and not t["abstract"]

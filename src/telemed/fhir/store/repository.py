@@ -92,7 +92,7 @@ class Repository:
                 "resourceType",
                 "invalid",
             )
-        issues = self.validator.validate(resource)
+        issues = [i for i in self.validator.validate(resource) if i.severity == "error"]
         if issues:
             raise TelemedError(Category.UNPROCESSABLE, f"Invalid {resource_type}: {issues[0].message}", issues)
         return resource

