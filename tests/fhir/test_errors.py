@@ -103,3 +103,9 @@ def test_read_only_scope_cannot_write(server, services):
 
 def test_unknown_operation(client):
     outcome(client.post("/Patient/$everything", json={"resourceType": "Parameters"}), 501)
+
+
+def test_options_and_non_object_bodies(client):
+    outcome(client.request("OPTIONS", "/Patient"), 405)
+    outcome(client.post("/Patient", content=b"[1, 2]"), 400)
+    outcome(client.put("/Patient/x1", content=b'"just a string"'), 400)

@@ -30,7 +30,7 @@ FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 PATCH_TYPES = {"application/json-patch+json"}
 FORMAT_ALIASES = {"json": FHIR_JSON, "application/json": "application/json", FHIR_JSON: FHIR_JSON}
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Authenticate = Callable[[Request], AccessContext]
 RepositoryFactory = Callable[[object, AccessContext], Repository]
@@ -99,7 +99,7 @@ class FhirEndpoint:
             raw += chunk
             if len(raw) > self.max_body_bytes:
                 raise TelemedError(Category.TOO_LARGE, f"The request body exceeds {self.max_body_bytes} bytes")
-        if request.method in ("GET", "HEAD", "DELETE"):
+        if request.method not in ("POST", "PUT", "PATCH"):
             return None, []
         media = _media_type(request.headers.get("content-type"))
         if path.endswith("_search") and request.method == "POST":
@@ -163,6 +163,11 @@ class FhirEndpoint:
         except TelemedError as exc:
             request.state.interaction = "error"
             return error_response(exc, media, pretty)
+        except Exception:  # noqa: BLE001 - the protocol boundary: a bug becomes a 500 OperationOutcome
+            log.exception("unhandled error in FHIR request")
+            request.state.interaction = "error"
+            fault = TelemedError(Category.FAULT, "Internal server error; the request id in X-Request-ID identifies it")
+            return error_response(fault, media, pretty)
         request.state.interaction = resp.interaction
         resource = resp.resource
         if resource is not None and resource.get("resourceType") == "Binary" and resp.interaction in ("read", "vread"):
