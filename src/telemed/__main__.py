@@ -59,7 +59,9 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     with unit_of_work(make_engine(settings.database_url), write=False) as conn:
         acct = get_account(conn, args.user)
     if acct is None or not acct.active:
-        print(f"error: no active account named {args.user!r} (run 'telemed demo' for the demo accounts)", file=sys.stderr)
+        print(
+            f"error: no active account named {args.user!r} (run 'telemed demo' for the demo accounts)", file=sys.stderr
+        )
         return 2
     scopes = args.scope or ["user/*.*"]
     ttl = args.ttl or settings.token_ttl_seconds

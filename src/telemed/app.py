@@ -61,7 +61,9 @@ def _authenticate(secret: str):
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise TelemedError(Category.UNAUTHENTICATED, "A bearer access token is required (Authorization: Bearer ...)")
+            raise TelemedError(
+                Category.UNAUTHENTICATED, "A bearer access token is required (Authorization: Bearer ...)"
+            )
         try:
             return context_from_token(secret, token.strip())
         except TokenError as exc:
@@ -99,7 +101,9 @@ def create_app(services: Services) -> FastAPI:
             if not is_current(services.engine):
                 return JSONResponse({"status": "not ready", "reason": "database schema is not migrated"}, 503)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported not raised
-            return JSONResponse({"status": "not ready", "reason": f"database unreachable ({exc.__class__.__name__})"}, 503)
+            return JSONResponse(
+                {"status": "not ready", "reason": f"database unreachable ({exc.__class__.__name__})"}, 503
+            )
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)

@@ -20,7 +20,12 @@ def test_transaction_resolves_urn_uuid_references(client):
         "entry": [
             {
                 "fullUrl": e,
-                "resource": {"resourceType": "Encounter", "status": "finished", "class": {"code": "VR"}, "subject": {"reference": p}},
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": "finished",
+                    "class": {"code": "VR"},
+                    "subject": {"reference": p},
+                },
                 "request": {"method": "POST", "url": "Encounter"},
             },
             {
@@ -81,7 +86,9 @@ def test_transaction_is_atomic(client):
 
 def test_transaction_processing_order_and_conditionals(client):
     mrn = unique("cond")
-    existing = client.post("/Patient", json={"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": mrn}]}).json()
+    existing = client.post(
+        "/Patient", json={"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": mrn}]}
+    ).json()
     doomed = client.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
     p = urn()
     bundle = {
@@ -95,7 +102,12 @@ def test_transaction_processing_order_and_conditionals(client):
                 "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier=urn:mrn|{mrn}"},
             },
             {
-                "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"}, "subject": {"reference": p}},
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "t"},
+                    "subject": {"reference": p},
+                },
                 "request": {"method": "POST", "url": "Observation"},
             },
             {
@@ -131,7 +143,10 @@ def test_batch_entries_are_independent(client):
             {"resource": {"resourceType": "Patient", "gender": "bad"}, "request": {"method": "POST", "url": "Patient"}},
             {"request": {"method": "GET", "url": f"Patient/{pid}"}},
             {"request": {"method": "GET", "url": f"Patient/{unique()}"}},
-            {"resource": {"resourceType": "Patient", "id": pid, "active": False}, "request": {"method": "PUT", "url": f"Patient/{pid}", "ifMatch": 'W/"7"'}},
+            {
+                "resource": {"resourceType": "Patient", "id": pid, "active": False},
+                "request": {"method": "PUT", "url": f"Patient/{pid}", "ifMatch": 'W/"7"'},
+            },
         ],
     }
     r = client.post("", json=bundle)
@@ -153,9 +168,17 @@ def test_transaction_put_with_urn_and_conditional_put(client):
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": p, "resource": {"resourceType": "Patient", "id": pid}, "request": {"method": "PUT", "url": f"Patient/{pid}"}},
             {
-                "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": mrn}], "link": [{"other": {"reference": p}, "type": "seealso"}]},
+                "fullUrl": p,
+                "resource": {"resourceType": "Patient", "id": pid},
+                "request": {"method": "PUT", "url": f"Patient/{pid}"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:mrn", "value": mrn}],
+                    "link": [{"other": {"reference": p}, "type": "seealso"}],
+                },
                 "request": {"method": "PUT", "url": f"Patient?identifier=urn:mrn|{mrn}"},
             },
         ],

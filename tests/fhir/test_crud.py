@@ -76,7 +76,10 @@ def test_delete_with_stale_if_match(client):
 
 def test_json_patch(client):
     pid = client.post("/Patient", json=patient()).json()["id"]
-    ops = [{"op": "add", "path": "/active", "value": True}, {"op": "replace", "path": "/name/0/text", "value": "张伟伟"}]
+    ops = [
+        {"op": "add", "path": "/active", "value": True},
+        {"op": "replace", "path": "/name/0/text", "value": "张伟伟"},
+    ]
     r = client.patch(f"/Patient/{pid}", json=ops, headers={"Content-Type": "application/json-patch+json"})
     assert r.status_code == 200, r.text
     assert r.json()["active"] is True and r.json()["meta"]["versionId"] == "2"

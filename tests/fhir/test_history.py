@@ -34,7 +34,9 @@ def test_since_filters_and_system_history(client):
     since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     time.sleep(0.05)
     after = client.post("/Basic", json={"resourceType": "Basic", "code": {"text": "new"}}).json()["id"]
-    ids = [e["fullUrl"].rsplit("/", 1)[1] for e in client.get("/Basic/_history", params={"_since": since}).json()["entry"]]
+    ids = [
+        e["fullUrl"].rsplit("/", 1)[1] for e in client.get("/Basic/_history", params={"_since": since}).json()["entry"]
+    ]
     assert after in ids and before not in ids
     system = client.get("/_history", params={"_since": since, "_count": 100}).json()
     assert system["type"] == "history"

@@ -88,10 +88,14 @@ patients = st.fixed_dictionaries(
             max_size=2,
         ),
         "identifier": st.lists(
-            st.fixed_dictionaries({"system": st.just("urn:oid:2.16.156.10011.1.1"), "value": _text}), min_size=1, max_size=2
+            st.fixed_dictionaries({"system": st.just("urn:oid:2.16.156.10011.1.1"), "value": _text}),
+            min_size=1,
+            max_size=2,
         ),
         "telecom": st.lists(
-            st.fixed_dictionaries({"system": st.just("phone"), "value": st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)}),
+            st.fixed_dictionaries(
+                {"system": st.just("phone"), "value": st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)}
+            ),
             min_size=1,
             max_size=1,
         ),

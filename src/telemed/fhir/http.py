@@ -56,9 +56,7 @@ def _response_type(request: Request) -> str:
     return FHIR_JSON
 
 
-def _render(
-    resource: dict | None, status: int, headers: dict[str, str], media: str, pretty: bool
-) -> Response:
+def _render(resource: dict | None, status: int, headers: dict[str, str], media: str, pretty: bool) -> Response:
     body = b"" if resource is None else orjson.dumps(resource, option=orjson.OPT_INDENT_2 if pretty else 0)
     return Response(body, status, headers, media_type=f"{media}; charset=utf-8" if resource is not None else None)
 
@@ -175,7 +173,11 @@ class FhirEndpoint:
             if raw is not None:
                 return Response(raw, resp.status, resp.headers, media_type=resource.get("contentType"))
         prefer = request.headers.get("prefer", "")
-        if request.method in ("POST", "PUT", "PATCH") and resp.interaction not in ("batch", "transaction", "search-type"):
+        if request.method in ("POST", "PUT", "PATCH") and resp.interaction not in (
+            "batch",
+            "transaction",
+            "search-type",
+        ):
             if "return=minimal" in prefer:
                 resource = None
             elif "return=OperationOutcome" in prefer:

@@ -154,7 +154,11 @@ class Validator:
         if type_code in self.defs.primitives:
             self._primitive(item, type_code, info, expr, issues)
         elif type_code in ("Resource", "DomainResource") or self.defs.is_resource_type(type_code):
-            if self.defs.is_resource_type(type_code) and isinstance(item, dict) and item.get("resourceType") != type_code:
+            if (
+                self.defs.is_resource_type(type_code)
+                and isinstance(item, dict)
+                and item.get("resourceType") != type_code
+            ):
                 issues.append(Issue(f"{expr} must be a {type_code}", "structure", f"{expr}.resourceType"))
                 return
             self._resource(item, expr, issues)
@@ -205,7 +209,9 @@ class Validator:
         if m:
             target = m.group(1)
             if not self.defs.is_resource_type(target):
-                issues.append(Issue(f"{expr}.reference: unknown resource type {target!r}", "value", f"{expr}.reference"))
+                issues.append(
+                    Issue(f"{expr}.reference: unknown resource type {target!r}", "value", f"{expr}.reference")
+                )
             elif "targets" in info and target not in info["targets"]:
                 # A warning, not an error: several of HL7's own R4 examples break target rules.
                 allowed = ", ".join(info["targets"])

@@ -181,9 +181,7 @@ def _batch(dispatch: Dispatch, repo: Repository, req: FhirRequest, entries: list
     return FhirResponse(200, {"resourceType": "Bundle", "type": "batch-response", "entry": out}, {}, "batch")
 
 
-def _transaction(
-    dispatch: Dispatch, repo: Repository, req: FhirRequest, entries: list, minimal: bool
-) -> FhirResponse:
+def _transaction(dispatch: Dispatch, repo: Repository, req: FhirRequest, entries: list, minimal: bool) -> FhirResponse:
     requests = []
     seen_full_urls = set()
     for i, entry in enumerate(entries):
@@ -221,4 +219,3 @@ def _transaction(
     return FhirResponse(
         200, {"resourceType": "Bundle", "type": "transaction-response", "entry": results}, {}, "transaction"
     )
-

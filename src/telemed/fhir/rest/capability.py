@@ -7,7 +7,17 @@ from functools import cache
 from telemed import __version__
 from telemed.fhir.definitions import load
 
-TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
+TYPE_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
 SEARCH_PARAMS = [
     {"name": "_id", "type": "token", "documentation": "Logical id; comma-separated values are ORed"},
     {"name": "_count", "type": "number", "documentation": "Page size (at most 1000)"},

@@ -19,7 +19,9 @@ def _not_allowed(req: FhirRequest, allowed: str) -> TelemedError:
 
 def _known_type(repo: Repository, rtype: str) -> str:
     if not repo.validator.defs.is_resource_type(rtype):
-        raise TelemedError(Category.NOT_FOUND, f"Unknown resource type {rtype!r} (FHIR R4 resource types are case-sensitive)")
+        raise TelemedError(
+            Category.NOT_FOUND, f"Unknown resource type {rtype!r} (FHIR R4 resource types are case-sensitive)"
+        )
     return rtype
 
 

@@ -38,8 +38,11 @@ def rehydrate(stored: dict, blobs: BlobStore) -> dict:
     def walk(node: object) -> object:
         if isinstance(node, dict):
             return {
-                k: (blobs.get(v[len(MARKER) :]).decode() if k == "data" and isinstance(v, str) and v.startswith(MARKER)
-                    else walk(v))
+                k: (
+                    blobs.get(v[len(MARKER) :]).decode()
+                    if k == "data" and isinstance(v, str) and v.startswith(MARKER)
+                    else walk(v)
+                )
                 for k, v in node.items()
             }
         if isinstance(node, list):

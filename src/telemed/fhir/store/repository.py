@@ -106,10 +106,22 @@ class Repository:
         meta["lastUpdated"] = fhir_instant(now)
         out["meta"] = meta
         # Keep resourceType and id first: friendlier for people reading raw JSON.
-        return {"resourceType": resource_type, "id": id_, **{k: v for k, v in out.items() if k not in ("resourceType", "id")}}
+        return {
+            "resourceType": resource_type,
+            "id": id_,
+            **{k: v for k, v in out.items() if k not in ("resourceType", "id")},
+        }
 
     def _write_version(
-        self, resource: dict, resource_type: str, id_: str, version: int, now: datetime, method: str, *, insert_row: bool
+        self,
+        resource: dict,
+        resource_type: str,
+        id_: str,
+        version: int,
+        now: datetime,
+        method: str,
+        *,
+        insert_row: bool,
     ) -> Stored:
         stamped = self._stamp(resource, resource_type, id_, version, now)
         stored, has_blobs = externalize(stamped, self.blobs, self.blob_threshold)
@@ -147,14 +159,10 @@ class Repository:
         return Stored(stamped, version, now)
 
     def _reindex(self, resource_type: str, id_: str, resource: dict | None) -> None:
-        self.conn.execute(
-            delete(t_token).where(t_token.c.resource_type == resource_type, t_token.c.resource_id == id_)
-        )
+        self.conn.execute(delete(t_token).where(t_token.c.resource_type == resource_type, t_token.c.resource_id == id_))
         rows = index.token_rows(resource) if resource else []
         if rows:
-            self.conn.execute(
-                insert(t_token), [dict(resource_type=resource_type, resource_id=id_, **r) for r in rows]
-            )
+            self.conn.execute(insert(t_token), [dict(resource_type=resource_type, resource_id=id_, **r) for r in rows])
 
     def _current(self, resource_type: str, id_: str):
         return self.conn.execute(
@@ -291,9 +299,7 @@ class Repository:
             raise TelemedError(Category.UNPROCESSABLE, "A patch must not change resourceType or id")
         body = self._validate(patched, resource_type)
         now = self.clock.now()
-        return self._write_version(
-            body, resource_type, id_, current.version_id + 1, now, "PATCH", insert_row=False
-        )
+        return self._write_version(body, resource_type, id_, current.version_id + 1, now, "PATCH", insert_row=False)
 
     def delete(self, resource_type: str, id_: str, if_match: str | None = None) -> int | None:
         """R4 §3.1.0.6 delete: records a deletion version; deleting the deleted or unknown is a no-op.
