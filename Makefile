@@ -34,7 +34,7 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^telemed' > requirements.lock
 
 lint: deps
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
 migrate: deps
