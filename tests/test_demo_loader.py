@@ -15,7 +15,8 @@ from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
 from telemed.demo.loader import database_is_empty, load_demo
 from telemed.demo.network import MRN_SYSTEM, TIER_SYSTEM, TITLE_SYSTEM, build_network, resident_id
-from telemed.fhir.search.criteria import Criteria
+from telemed.fhir.search.query import parse
+from telemed.fhir.store import searching
 from telemed.fhir.store.context import AccessContext
 from telemed.identity import get_account
 from telemed.settings import Settings
@@ -49,9 +50,10 @@ def demo(tmp_path_factory):
 
 def _all(services: Services, resource_type: str) -> list[dict]:
     with unit_of_work(services.engine, write=False) as conn:
-        page, total = services.repository(conn, AccessContext.system()).search(resource_type, Criteria(), 1000)
-    assert total == len(page)
-    return [s.resource for s in page]
+        repo = services.repository(conn, AccessContext.system())
+        result = searching.search(repo, parse(resource_type, [("_count", "1000")]), "")
+    assert result.total == len(result.matches)
+    return [s.resource for s in result.matches]
 
 
 def _tier(org: dict) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -55,17 +56,78 @@ resource_history = Table(
     Index("ix_history_type_seq", "resource_type", "seq"),
 )
 
-# Token index (identifier for now); the search issue generalises indexing to every SearchParameter.
-search_token = Table(
-    "search_token",
+
+def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
+    """One search index table per parameter type (R4 §3.1.1.4): rows extracted on write."""
+    return Table(
+        name,
+        metadata,
+        Column("resource_type", String(64), nullable=False),
+        Column("resource_id", String(64), nullable=False),
+        Column("code", String(64), nullable=False),
+        *columns,
+        Index(f"ix_{name}_lookup", "resource_type", "code", *lookup),
+        Index(f"ix_{name}_owner", "resource_type", "resource_id", "code"),
+    )
+
+
+idx_string = _index_table("idx_string", Column("value", String(255)), Column("exact", String(255)), lookup=("value",))
+idx_token = _index_table(
+    "idx_token",
+    Column("system", String(255)),
+    Column("value", String(255)),
+    Column("text", String(255)),
+    lookup=("value", "system"),
+)
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(64)),
+    Column("target_id", String(64)),
+    Column("url", String(512)),
+    lookup=("target_id", "target_type"),
+)
+idx_date = _index_table(
+    "idx_date", Column("low", DateTime(timezone=True)), Column("high", DateTime(timezone=True)), lookup=("low", "high")
+)
+idx_number = _index_table("idx_number", Column("value", Float), lookup=("value",))
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("value", Float),
+    Column("system", String(255)),
+    Column("unit_code", String(64)),
+    lookup=("unit_code", "value"),
+)
+idx_uri = _index_table("idx_uri", Column("value", String(512)), lookup=("value",))
+idx_composite = _index_table(
+    "idx_composite",
+    Column("c1_system", String(255)),
+    Column("c1_value", String(255)),
+    Column("c2_system", String(255)),
+    Column("c2_value", String(255)),
+    Column("c2_low", Float),
+    Column("c2_high", Float),
+    lookup=("c1_value", "c2_value"),
+)
+
+INDEX_TABLES = {
+    "string": idx_string,
+    "token": idx_token,
+    "reference": idx_reference,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "uri": idx_uri,
+    "composite": idx_composite,
+}
+
+# Result lists of sorted searches, so their pages stay consistent while data changes.
+search_snapshot = Table(
+    "search_snapshot",
     metadata,
-    Column("resource_type", String(64), nullable=False),
-    Column("resource_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
-    Column("system", String(255), nullable=True),
-    Column("value", String(255), nullable=True),
-    Index("ix_token_lookup", "resource_type", "param", "value", "system"),
-    Index("ix_token_owner", "resource_type", "resource_id"),
+    Column("id", String(64), primary_key=True),
+    Column("created", DateTime(timezone=True), nullable=False, index=True),
+    Column("total", Integer, nullable=False),
+    Column("ids", Json, nullable=False),
 )
 
 account = Table(

@@ -24,6 +24,7 @@ class Definitions:
     aliases: dict[str, str]
     value_sets: dict[str, frozenset[str]]
     search_parameters: list[dict]
+    patient_compartment: dict[str, list[str]]
     resource_types: frozenset[str] = field(default_factory=frozenset)
 
     def is_resource_type(self, name: str) -> bool:
@@ -52,5 +53,6 @@ def load() -> Definitions:
         aliases=raw["aliases"],
         value_sets={url: frozenset(codes) for url, codes in raw["valueSets"].items()},
         search_parameters=raw["searchParameters"],
+        patient_compartment=raw["patientCompartment"],
         resource_types=resource_types,
     )

@@ -98,6 +98,8 @@ def _compile_structure(sd: dict, expander: _Expander, value_sets: dict[str, list
             continue
         key = path[len(root) + 1 :]
         info: dict = {"min": el.get("min", 0), "max": el.get("max", "*")}
+        if el.get("isSummary"):
+            info["summary"] = True
         if "contentReference" in el:
             info["ref"] = el["contentReference"].split("#", 1)[1][len(root) + 1 :]
         types = [_type_code(t) for t in el.get("type", [])]
@@ -159,9 +161,10 @@ def build(source: Path, output: Path = OUTPUT) -> Path:
     for e in json.loads((source / "search-parameters.json").read_text())["entry"]:
         sp = e["resource"]
         if sp.get("resourceType") == "SearchParameter":
-            search_params.append(
-                {k: sp.get(k) for k in ("code", "base", "type", "expression", "url", "target", "multipleOr")}
-            )
+            entry = {k: sp[k] for k in ("code", "base", "type", "expression", "url", "target", "component") if k in sp}
+            search_params.append(entry)
+    compartment = json.loads((source / "compartmentdefinition-patient.json").read_text())
+    patient_compartment = {r["code"]: r["param"] for r in compartment["resource"] if r.get("param")}
     out = {
         "fhirVersion": "4.0.1",
         "primitives": primitives,
@@ -169,6 +172,7 @@ def build(source: Path, output: Path = OUTPUT) -> Path:
         "aliases": aliases,
         "valueSets": value_sets,
         "searchParameters": search_params,
+        "patientCompartment": patient_compartment,
     }
     output.write_bytes(gzip.compress(json.dumps(out, separators=(",", ":")).encode(), mtime=0))
     return output

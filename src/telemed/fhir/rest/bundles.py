@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from telemed.fhir.rest.interactions import matching_ids
 from telemed.fhir.rest.outcome import operation_outcome
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
-from telemed.fhir.search import criteria
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, Issue, TelemedError, incorrect
 
@@ -96,7 +96,7 @@ def _resolve_conditional_references(repo: Repository, node: object, expr: str) -
         for k, v in node.items():
             if k == "reference" and isinstance(v, str) and "?" in v and not v.startswith(("http", "urn:")):
                 rtype, _, query = v.partition("?")
-                ids = repo.find_ids(rtype, criteria.parse(parse_qsl(query, keep_blank_values=True)), limit=2)
+                ids = matching_ids(repo, rtype, parse_qsl(query, keep_blank_values=True), "reference")
                 if len(ids) != 1:
                     raise TelemedError(
                         Category.PRECONDITION_FAILED,
@@ -122,8 +122,7 @@ def _allocate_ids(repo: Repository, requests: list[FhirRequest], entries: list[d
             condition = req.header("if-none-exist")
             existing = []
             if condition:
-                c = criteria.parse(parse_qsl(condition.lstrip("?"), keep_blank_values=True))
-                existing = repo.find_ids(rtype, c, limit=2)
+                existing = matching_ids(repo, rtype, parse_qsl(condition.lstrip("?"), keep_blank_values=True), "create")
                 if len(existing) > 1:
                     raise TelemedError(
                         Category.PRECONDITION_FAILED,
@@ -134,7 +133,7 @@ def _allocate_ids(repo: Repository, requests: list[FhirRequest], entries: list[d
             target = f"{rtype}/{existing[0] if existing else req.assigned_id}"
         elif req.method == "PUT" and req.params:
             rtype = req.path
-            ids = repo.find_ids(rtype, criteria.parse(req.params), limit=2)
+            ids = matching_ids(repo, rtype, req.params, "update")
             if len(ids) > 1:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"Bundle.entry[{i}]: criteria match more than one")
             if ids:

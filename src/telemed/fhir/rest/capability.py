@@ -6,49 +6,56 @@ from functools import cache
 
 from telemed import __version__
 from telemed.fhir.definitions import load
+from telemed.fhir.search.registry import registry
 
 TYPE_INTERACTIONS = [
-    "read",
-    "vread",
-    "update",
-    "patch",
-    "delete",
-    "history-instance",
-    "history-type",
-    "create",
-    "search-type",
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
+]  # fmt: skip
+BUILT_IN_PARAMS = [
+    {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+    {
+        "name": "_lastUpdated",
+        "type": "date",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    },
 ]
-SEARCH_PARAMS = [
-    {"name": "_id", "type": "token", "documentation": "Logical id; comma-separated values are ORed"},
-    {"name": "_count", "type": "number", "documentation": "Page size (at most 1000)"},
-    {"name": "_offset", "type": "number", "documentation": "Paging offset; use the Bundle's next link"},
-]
-IDENTIFIER_PARAM = {"name": "identifier", "type": "token", "documentation": "[system]|[value]"}
 
 
 @cache
 def _resources() -> list[dict]:
     defs = load()
+    reg = registry()
     out = []
     for name in sorted(defs.resource_types):
-        params = list(SEARCH_PARAMS)
-        if "identifier" in defs.types[name]["elements"]:
-            params.insert(1, IDENTIFIER_PARAM)
-        out.append(
-            {
-                "type": name,
-                "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
-                "versioning": "versioned-update",
-                "readHistory": True,
-                "updateCreate": True,
-                "conditionalCreate": True,
-                "conditionalRead": "not-supported",
-                "conditionalUpdate": True,
-                "conditionalDelete": "single",
-                "referencePolicy": ["literal", "logical"],
-                "searchParam": params,
-            }
-        )
+        params = list(BUILT_IN_PARAMS)
+        for code, sp in sorted(reg.params(name).items()):
+            params.append({"name": code, "type": sp.type, "definition": sp.url})
+        entry = {
+            "type": name,
+            "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "logical"],
+            "searchInclude": ["*"]
+            + sorted(f"{name}:{c}" for c, p in reg.params(name).items() if p.type == "reference"),
+            "searchRevInclude": ["*"],
+            "searchParam": params,
+        }
+        unsupported = reg.unsupported.get(name)
+        if unsupported:
+            entry["documentation"] = "Search parameters not supported: " + "; ".join(
+                f"{code} ({reason})" for code, reason in unsupported
+            )
+        if name == "Patient":
+            entry["operation"] = [
+                {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
+            ]
+        out.append(entry)
     return out
 
 
@@ -70,8 +77,11 @@ def capability_statement(base_url: str) -> dict:
                 "documentation": (
                     "Every resource is validated against the FHIR R4 base StructureDefinitions (element names "
                     "and types, cardinality, required code bindings, reference format). FHIRPath invariants "
-                    "other than ele-1 and profiles in meta.profile are not checked. Search supports only "
-                    "_id and identifier; unsupported parameters are rejected with 400, never ignored."
+                    "other than ele-1 and profiles in meta.profile are not checked. Search implements the R4 base "
+                    "SearchParameters of every type (listed per resource; unsupported ones are named in each "
+                    "resource's documentation). Unknown parameters are ignored and reported in the Bundle "
+                    "(Prefer: handling=strict rejects them). Token :in/:not-in/:above/:below, _text, _content, "
+                    "_query, _list, _filter and quantity unit conversion are not supported."
                 ),
                 "security": {
                     "cors": False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telemed.fhir.rest import bundles, interactions, listing
 from telemed.fhir.rest.capability import capability_statement
+from telemed.fhir.rest.operations import everything
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError
@@ -41,6 +42,10 @@ def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
         if m == "GET":
             return listing.history(repo, req, None, None, "_history")
         raise _not_allowed(req, "GET")
+    if head == "Patient" and len(parts) == 3 and parts[2] == "$everything":
+        if m in ("GET", "POST"):
+            return everything.patient_everything(repo, req, parts[1])
+        raise _not_allowed(req, "GET, POST")
     if head.startswith("$") or (len(parts) > 1 and parts[-1].startswith("$")):
         raise TelemedError(Category.NOT_IMPLEMENTED, f"The operation {parts[-1]!r} is not supported")
     rtype = _known_type(repo, head)
@@ -78,6 +83,13 @@ def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
     if len(parts) == 3 and parts[2] == "_history":
         if m == "GET":
             return listing.history(repo, req, rtype, second, f"{rtype}/{second}/_history")
+        raise _not_allowed(req, "GET")
+    if len(parts) == 3 and repo.validator.defs.is_resource_type(parts[2]):
+        # Compartment search (R4 §3.1.1.3): only the Patient compartment is defined here.
+        if rtype != "Patient":
+            raise TelemedError(Category.NOT_FOUND, f"Compartment searches are supported for Patient, not {rtype}")
+        if m == "GET":
+            return listing.search(repo, req, parts[2], req.path, compartment=("Patient", second))
         raise _not_allowed(req, "GET")
     if len(parts) == 4 and parts[2] == "_history":
         if m in ("GET", "HEAD"):

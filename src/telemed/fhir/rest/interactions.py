@@ -6,17 +6,25 @@ from urllib.parse import parse_qsl
 
 from telemed.fhir.rest.outcome import information
 from telemed.fhir.rest.request import FhirRequest, FhirResponse, stored_response
-from telemed.fhir.search import criteria
+from telemed.fhir.search import query
+from telemed.fhir.store import searching
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError, incorrect
 
 
-def _single_match(repo: Repository, rtype: str, params: list[tuple[str, str]], what: str) -> list[str]:
-    """Ids matching conditional criteria; at most two are fetched (more than one is an error anyway)."""
-    c = criteria.parse(params)
-    if c.is_empty:
+def matching_ids(
+    repo: Repository, rtype: str, params: list[tuple[str, str]], what: str, base_url: str = ""
+) -> list[str]:
+    """Ids matching conditional criteria (strict: an unknown parameter is an error, never ignored);
+    at most two are fetched, since more than one is an error anyway (R4 §3.1.0.7.1, §3.1.0.4.3)."""
+    q = query.parse(rtype, params, strict=True)
+    if not q.filters:
         raise incorrect(f"A conditional {what} needs search criteria")
-    ids = repo.find_ids(rtype, c, limit=2)
+    return searching.find_ids(repo, q, base_url, limit=2)
+
+
+def _single_match(repo: Repository, rtype: str, params: list[tuple[str, str]], what: str) -> list[str]:
+    ids = matching_ids(repo, rtype, params, what)
     if len(ids) > 1:
         raise TelemedError(
             Category.PRECONDITION_FAILED, f"The criteria of the conditional {what} match more than one {rtype}"

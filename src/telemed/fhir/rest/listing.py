@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from telemed.fhir.rest import shaping
 from telemed.fhir.rest.request import FhirRequest, FhirResponse, http_date
-from telemed.fhir.search import criteria
+from telemed.fhir.search import query
+from telemed.fhir.store import searching
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.clock import fhir_instant, parse_fhir_datetime
 from telemed.kernel.errors import incorrect
@@ -33,34 +35,47 @@ def _count(req: FhirRequest) -> int:
     return DEFAULT_COUNT
 
 
-def search(repo: Repository, req: FhirRequest, rtype: str, path: str) -> FhirResponse:
-    c = criteria.parse(req.params, MAX_COUNT)
-    count = c.count if c.count is not None else DEFAULT_COUNT
-    page, total = repo.search(rtype, c, count)
-    kept = [(k, v) for k, v in req.params if k not in ("_offset", "_format", "_pretty")]
+def search(
+    repo: Repository, req: FhirRequest, rtype: str, path: str, compartment: tuple[str, str] | None = None
+) -> FhirResponse:
+    strict = "handling=strict" in (req.header("prefer") or "")
+    q = query.parse(rtype, req.params, strict=strict, default_count=DEFAULT_COUNT, max_count=MAX_COUNT)
+    q.compartment = compartment
+    result = searching.search(repo, q, req.base_url)
+    kept = [(k, v) for k, v in req.params if k not in ("_cursor", "_snapshot", "_offset", "_format", "_pretty")]
     links = [{"relation": "self", "url": _link(req, path, req.params)}]
-    if not c.summary_count and c.offset + count < total:
-        links.append({"relation": "next", "url": _link(req, path, kept + [("_offset", str(c.offset + count))])})
-    if c.offset > 0:
-        prev = max(0, c.offset - count)
-        links.append({"relation": "previous", "url": _link(req, path, kept + [("_offset", str(prev))])})
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": links,
-        "entry": [
-            {
-                "fullUrl": f"{req.base_url}/{s.resource['resourceType']}/{s.resource['id']}",
-                "resource": s.resource,
-                "search": {"mode": "match"},
-            }
-            for s in page
-        ],
+    if result.next_params:
+        links.append({"relation": "next", "url": _link(req, path, kept + result.next_params)})
+    if q.snapshot and q.offset > 0:
+        prev = [("_snapshot", q.snapshot), ("_offset", str(max(0, q.offset - q.count)))]
+        links.append({"relation": "previous", "url": _link(req, path, kept + prev)})
+    if q.cursor or q.snapshot and q.offset > 0:
+        links.append({"relation": "first", "url": _link(req, path, kept)})
+    entries = [_entry(req, s.resource, "match", q) for s in result.matches]
+    entries += [_entry(req, s.resource, "include", q) for s in result.included]
+    bundle: dict = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        bundle["total"] = result.total
+    bundle["link"] = links
+    warnings = [f"Unknown search parameter {name!r} was ignored" for name in q.ignored] + result.warnings
+    if warnings:
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "warning", "code": "not-supported", "diagnostics": w} for w in warnings],
+        }
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return FhirResponse(200, bundle, {}, "search-type" if compartment is None else "search-compartment")
+
+
+def _entry(req: FhirRequest, resource: dict, mode: str, q: query.Query) -> dict:
+    shaped = shaping.elements(shaping.summary(resource, q.summary), q.elements)
+    return {
+        "fullUrl": f"{req.base_url}/{resource['resourceType']}/{resource['id']}",
+        "resource": shaped,
+        "search": {"mode": mode},
     }
-    if not bundle["entry"]:
-        del bundle["entry"]
-    return FhirResponse(200, bundle, {}, "search-type")
 
 
 def history(repo: Repository, req: FhirRequest, rtype: str | None, id_: str | None, path: str) -> FhirResponse:

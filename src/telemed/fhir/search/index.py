@@ -1,16 +1,45 @@
-"""Index rows extracted from a resource on write (same transaction as the resource itself)."""
+"""Index rows extracted from a resource on write, in the same transaction as the resource itself.
+
+Every parameter of the resource's type is evaluated (its compiled FHIRPath expression) and each
+value becomes rows of that parameter type's index table (R4 §3.1.1.4).
+"""
 
 from __future__ import annotations
 
+from telemed.fhir.search.registry import Registry, registry
+from telemed.fhir.search.types import composite, date, number, quantity, reference, string, token, uri
 
-def token_rows(resource: dict) -> list[dict]:
-    """``identifier`` tokens (R4 §3.1.1.4.9) for any resource with a top-level ``identifier``."""
-    ids = resource.get("identifier")
-    if isinstance(ids, dict):  # Bundle, QuestionnaireResponse, ... have a single Identifier
-        ids = [ids]
-    rows = []
-    for ident in ids or []:
-        value = ident.get("value")
-        if value is not None:
-            rows.append({"param": "identifier", "system": ident.get("system"), "value": str(value)[:255]})
-    return rows
+EXTRACTORS = {
+    "string": string.extract,
+    "token": token.extract,
+    "reference": reference.extract,
+    "date": date.extract,
+    "number": number.extract,
+    "quantity": quantity.extract,
+    "uri": uri.extract,
+}
+
+
+def index_rows(resource: dict, reg: Registry | None = None) -> dict[str, list[dict]]:
+    """Rows per index table kind (``string``, ``token``, ...), each with its ``code``."""
+    reg = reg or registry()
+    out: dict[str, list[dict]] = {}
+    seen: set[tuple] = set()
+    for code, sp in reg.params(resource["resourceType"]).items():
+        try:
+            nodes = sp.evaluate(resource)
+        except Exception:  # noqa: BLE001 - a fallback FHIRPath error must not block the write
+            continue
+        for value, fhir_type in nodes:
+            if sp.type == "composite":
+                rows = composite.extract_components(value, sp.components)
+            else:
+                rows = EXTRACTORS[sp.type](value, fhir_type)
+            for row in rows:
+                table = row.pop("_table", sp.type)
+                full = {"code": code + row.pop("_suffix", ""), **row}
+                key = (table, tuple(sorted(full.items(), key=lambda kv: kv[0])))
+                if key not in seen:
+                    seen.add(key)
+                    out.setdefault(table, []).append(full)
+    return out

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import jsonpatch
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from telemed.db.schema import INDEX_TABLES
 from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
-from telemed.db.schema import search_token as t_token
-from telemed.fhir.search import index
-from telemed.fhir.search.criteria import Criteria
+from telemed.fhir.search.index import index_rows
 from telemed.fhir.store.attachments import externalize, rehydrate
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.validation import Validator, validator
@@ -155,14 +154,25 @@ class Repository:
                 content=stored,
             )
         )
-        self._reindex(resource_type, id_, stamped)
+        self._reindex(resource_type, id_, stamped, is_new=insert_row)
         return Stored(stamped, version, now)
 
-    def _reindex(self, resource_type: str, id_: str, resource: dict | None) -> None:
-        self.conn.execute(delete(t_token).where(t_token.c.resource_type == resource_type, t_token.c.resource_id == id_))
-        rows = index.token_rows(resource) if resource else []
-        if rows:
-            self.conn.execute(insert(t_token), [dict(resource_type=resource_type, resource_id=id_, **r) for r in rows])
+    def _reindex(self, resource_type: str, id_: str, resource: dict | None, *, is_new: bool = False) -> None:
+        """Replace the resource's search index rows (same transaction as the write)."""
+        if not is_new:
+            for table in INDEX_TABLES.values():
+                self.conn.execute(
+                    delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == id_)
+                )
+        if resource is None:
+            return
+        for kind, rows in index_rows(resource).items():
+            table = INDEX_TABLES[kind]
+            columns = [c.name for c in table.columns if c.name not in ("resource_type", "resource_id")]
+            self.conn.execute(
+                insert(table),
+                [{"resource_type": resource_type, "resource_id": id_, **{c: r.get(c) for c in columns}} for r in rows],
+            )
 
     def _current(self, resource_type: str, id_: str):
         return self.conn.execute(
@@ -382,52 +392,3 @@ class Repository:
             )
             for r in rows
         ]
-
-    # -- criteria ------------------------------------------------------------------------------
-    def _criteria_query(self, resource_type: str, c: Criteria):
-        q = select(t_resource.c.id).where(t_resource.c.resource_type == resource_type, t_resource.c.deleted.is_(False))
-        if c.ids is not None:
-            q = q.where(t_resource.c.id.in_(c.ids))
-        for ors in c.identifiers:
-            conds = []
-            for tok in ors:
-                cond = [t_token.c.param == "identifier"]
-                if tok.value is not None:
-                    cond.append(t_token.c.value == tok.value)
-                if tok.system == "":
-                    cond.append(t_token.c.system.is_(None))
-                elif tok.system is not None:
-                    cond.append(t_token.c.system == tok.system)
-                conds.append(and_(*cond))
-            q = q.where(
-                t_resource.c.id.in_(
-                    select(t_token.c.resource_id).where(t_token.c.resource_type == resource_type, or_(*conds))
-                )
-            )
-        return q
-
-    def find_ids(self, resource_type: str, c: Criteria, limit: int | None = None) -> list[str]:
-        self._check_type(resource_type)
-        self.context.require(resource_type, "read")
-        q = self._criteria_query(resource_type, c).order_by(t_resource.c.id)
-        if limit is not None:
-            q = q.limit(limit)
-        return [r.id for r in self.conn.execute(q)]
-
-    def search(self, resource_type: str, c: Criteria, count: int) -> tuple[list[Stored], int]:
-        """Matches in a stable order (by id), one page from ``c.offset``, and the total."""
-        self._check_type(resource_type)
-        self.context.require(resource_type, "read")
-        ids = self._criteria_query(resource_type, c).subquery()
-        total = self.conn.execute(select(func.count()).select_from(ids)).scalar_one()
-        if count == 0 or c.summary_count:
-            return [], total
-        q = (
-            select(t_resource.c.version_id, t_resource.c.last_updated, t_resource.c.has_blobs, t_resource.c.content)
-            .where(t_resource.c.resource_type == resource_type, t_resource.c.id.in_(select(ids.c.id)))
-            .order_by(t_resource.c.id)
-            .offset(c.offset)
-            .limit(count)
-        )
-        page = [Stored(self._load(r.content, r.has_blobs), r.version_id, r.last_updated) for r in self.conn.execute(q)]
-        return page, total

@@ -1,0 +1,136 @@
+"""The search parameters of each resource type: R4's base SearchParameters (R4 §3.1.1.1).
+
+Built once from the compiled definitions. Parameters without an expression (``_text``,
+``_content``, ``_query``) and the ``special`` ones (``near``) are listed as unsupported in the
+CapabilityStatement instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+from telemed.fhir.definitions import load
+from telemed.fhir.search.fhirpath import Evaluator, compile_expression
+
+INDEXED_TYPES = {"string", "token", "reference", "date", "number", "quantity", "uri", "composite"}
+# Served from the resource table itself, not from index rows.
+BUILT_IN = {"_id", "_lastUpdated"}
+
+
+@dataclass(frozen=True)
+class Component:
+    code: str
+    type: str
+    evaluate: Evaluator
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    code: str
+    type: str
+    expression: str
+    url: str
+    evaluate: Evaluator
+    targets: tuple[str, ...] = ()
+    components: tuple[Component, ...] = field(default_factory=tuple)
+    compiled: bool = True
+
+
+@dataclass
+class Registry:
+    by_type: dict[str, dict[str, SearchParam]]
+    unsupported: dict[str, list[tuple[str, str]]]  # resource type -> [(code, reason)]
+
+    def params(self, resource_type: str) -> dict[str, SearchParam]:
+        return self.by_type.get(resource_type, {})
+
+    def get(self, resource_type: str, code: str) -> SearchParam | None:
+        return self.by_type.get(resource_type, {}).get(code)
+
+
+@cache
+def registry() -> Registry:
+    defs = load()
+    by_url = {sp["url"]: sp for sp in defs.search_parameters}
+    by_type: dict[str, dict[str, SearchParam]] = {rt: {} for rt in defs.resource_types}
+    unsupported: dict[str, list[tuple[str, str]]] = {rt: [] for rt in defs.resource_types}
+    for sp in defs.search_parameters:
+        bases = set(sp["base"])
+        if bases & {"Resource", "DomainResource"}:
+            bases = set(defs.resource_types)
+        for rt in sorted(bases & defs.resource_types):
+            code = sp["code"]
+            if code in BUILT_IN:
+                continue
+            if sp["type"] not in INDEXED_TYPES or not sp.get("expression"):
+                unsupported[rt].append((code, f"{sp['type']} parameter without a supported expression"))
+                continue
+            evaluate, compiled = compile_expression(rt, sp["expression"])
+            components = []
+            for comp in sp.get("component", []):
+                ref = by_url.get(comp["definition"])
+                if ref is None:
+                    break
+                if "%resource" in comp["expression"]:
+                    break
+                components.append(Component(ref["code"], ref["type"], relative_evaluator(comp["expression"])))
+            if sp["type"] == "composite" and len(components) != len(sp.get("component", [])):
+                unsupported[rt].append((code, "composite with unknown components"))
+                continue
+            by_type[rt][code] = SearchParam(
+                code=code,
+                type=sp["type"],
+                expression=sp["expression"],
+                url=sp["url"],
+                evaluate=evaluate,
+                targets=tuple(sp.get("target", ())),
+                components=tuple(components),
+                compiled=compiled,
+            )
+    return Registry(by_type, unsupported)
+
+
+def relative_evaluator(expr: str) -> Evaluator:
+    """Component expressions are relative to the composite's node: ``code``, ``value.as(Quantity)``,
+    ``value.as(Quantity) | value.as(Range)``. Choice elements are found by their JSON key suffix."""
+    primitives = load().primitives
+    paths = []
+    for part in expr.split("|"):
+        steps: list[tuple[str, str]] = []
+        for raw in part.strip().split("."):
+            if raw.startswith("as(") and raw.endswith(")"):
+                steps.append(("as", raw[3:-1]))
+            else:
+                steps.append(("child", raw))
+        paths.append(steps)
+
+    def type_of(suffix: str) -> str:
+        low = suffix[0].lower() + suffix[1:]
+        return low if low in primitives or low == "dateTime" else suffix
+
+    def run(node: dict) -> list:
+        out = []
+        for steps in paths:
+            nodes = [(node, None)]
+            for kind, arg in steps:
+                nxt = []
+                for value, t in nodes:
+                    if kind == "as":
+                        if t is not None and t.lower() == arg.lower():
+                            nxt.append((value, t))
+                        continue
+                    if not isinstance(value, dict):
+                        continue
+                    if arg in value:
+                        items = value[arg] if isinstance(value[arg], list) else [value[arg]]
+                        nxt.extend((item, None) for item in items)
+                        continue
+                    for key, v in value.items():
+                        if key.startswith(arg) and len(key) > len(arg) and key[len(arg)].isupper():
+                            nxt.append((v, type_of(key[len(arg) :])))
+                nodes = nxt
+            out.extend(nodes)
+        return out
+
+    return run

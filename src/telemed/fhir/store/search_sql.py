@@ -1,0 +1,155 @@
+"""Turns a parsed search :class:`Query` into SQL over the index tables (SQLAlchemy Core).
+
+Each filter is ``resource.id IN (SELECT resource_id FROM idx_<type> WHERE code = ... AND <value
+condition>)``; the planner can then start from the most selective index. Chains nest a subquery
+on the referenced type; ``_has`` nests one on the referring type.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sqlalchemy import and_, false, func, not_, or_, select, true
+from sqlalchemy.sql import ColumnElement
+
+from telemed.db.schema import INDEX_TABLES
+from telemed.db.schema import resource as t_resource
+from telemed.fhir.definitions import load
+from telemed.fhir.search.query import Filter, Query
+from telemed.fhir.search.types import composite, date, number, quantity, reference, string, token, uri
+
+CONDITIONS = {
+    "string": string.condition,
+    "token": token.condition,
+    "date": date.condition,
+    "number": number.condition,
+    "quantity": quantity.condition,
+    "uri": uri.condition,
+}
+SORT_COLUMNS = {
+    "string": string.sort_column,
+    "token": token.sort_column,
+    "reference": reference.sort_column,
+    "date": date.sort_column,
+    "number": number.sort_column,
+    "quantity": quantity.sort_column,
+    "uri": uri.sort_column,
+}
+
+
+def _in_index(res, rt: str, table, code: str, cond: ColumnElement) -> ColumnElement:
+    sub = select(table.c.resource_id).where(table.c.resource_type == rt, table.c.code == code, cond)
+    return res.c.id.in_(sub)
+
+
+def _value_condition(f: Filter, table, value: str, base_url: str) -> ColumnElement:
+    p = f.param
+    if p.type == "reference":
+        return reference.condition(table, value, f.modifier, f.code, base_url, p.targets)
+    if p.type == "composite":
+        return composite.condition(table, value, f.modifier, f.code, p.components)
+    return CONDITIONS[p.type](table, value, f.modifier, f.code)
+
+
+def filter_clause(res, f: Filter, base_url: str) -> ColumnElement:
+    rt = f.resource_type
+    if f.has is not None:
+        h = f.has
+        ref = INDEX_TABLES["reference"].alias()
+        src = t_resource.alias()
+        sources = select(src.c.id).where(
+            src.c.resource_type == h.source_type, src.c.deleted.is_(False), filter_clause(src, h.inner, base_url)
+        )
+        sub = select(ref.c.target_id).where(
+            ref.c.resource_type == h.source_type,
+            ref.c.code == h.reference_code,
+            ref.c.target_type == rt,
+            ref.c.resource_id.in_(sources),
+        )
+        return res.c.id.in_(sub)
+    if f.code == "_id":
+        cond = res.c.id.in_(f.values)
+        return not_(cond) if f.modifier == "not" else cond
+    if f.code == "_lastUpdated":
+        col = SimpleNamespace(c=SimpleNamespace(low=res.c.last_updated, high=res.c.last_updated))
+        return or_(*[date.condition(col, v, f.modifier, "_lastUpdated") for v in f.values])
+    p = f.param
+    if f.chain:
+        ref = INDEX_TABLES["reference"].alias()
+        ors = []
+        for inner in f.chain:
+            target = t_resource.alias()
+            matches = select(target.c.id).where(
+                target.c.resource_type == inner.resource_type,
+                target.c.deleted.is_(False),
+                filter_clause(target, inner, base_url),
+            )
+            ors.append(and_(ref.c.target_type == inner.resource_type, ref.c.target_id.in_(matches)))
+        return _in_index(res, rt, ref, f.code, or_(*ors))
+    if f.modifier == "missing":
+        table = INDEX_TABLES[p.type].alias()
+        present = _in_index(res, rt, table, f.code, true())
+        return not_(present) if f.values[0] == "true" else present
+    if p.type == "reference" and f.modifier == "identifier":
+        table = INDEX_TABLES["token"].alias()
+        conds = [token.condition(table, v, None, f.code) for v in f.values]
+        return _in_index(res, rt, table, f.code + ":identifier", or_(*conds))
+    if p.type == "token" and f.modifier == "of-type":
+        table = INDEX_TABLES["token"].alias()
+        conds = [token.condition(table, v, "of-type", f.code) for v in f.values]
+        return _in_index(res, rt, table, f.code + ":of-type", or_(*conds))
+    table = INDEX_TABLES[p.type].alias()
+    conds = [_value_condition(f, table, v, base_url) for v in f.values]
+    found = _in_index(res, rt, table, f.code, or_(*conds) if conds else false())
+    if p.type == "token" and f.modifier == "not":
+        return not_(found)
+    return found
+
+
+def compartment_clause(res, rt: str, compartment: tuple[str, str]) -> ColumnElement:
+    """Membership in a Patient compartment (R4 §3.1.1.3 / CompartmentDefinition patient)."""
+    ctype, cid = compartment
+    codes = load().patient_compartment.get(rt, [])
+    clauses = []
+    if rt == ctype:
+        clauses.append(res.c.id == cid)
+    codes = [c for c in codes if c != "{def}"]
+    if codes:
+        ref = INDEX_TABLES["reference"].alias()
+        sub = select(ref.c.resource_id).where(
+            ref.c.resource_type == rt, ref.c.code.in_(codes), ref.c.target_type == ctype, ref.c.target_id == cid
+        )
+        clauses.append(res.c.id.in_(sub))
+    return or_(*clauses) if clauses else false()
+
+
+def base_select(q: Query, base_url: str, res=None):
+    res = res if res is not None else t_resource
+    conds = [res.c.resource_type == q.resource_type, res.c.deleted.is_(False)]
+    conds += [filter_clause(res, f, base_url) for f in q.filters]
+    if q.compartment is not None:
+        conds.append(compartment_clause(res, q.resource_type, q.compartment))
+    return res, conds
+
+
+def sort_columns(res, q: Query) -> list:
+    from telemed.fhir.search.registry import registry
+
+    out = []
+    for code, desc in q.sort:
+        if code == "_id":
+            col = res.c.id
+        elif code == "_lastUpdated":
+            col = res.c.last_updated
+        else:
+            p = registry().get(q.resource_type, code)
+            table = INDEX_TABLES[p.type].alias()
+            agg = func.max if desc else func.min
+            col = (
+                select(agg(SORT_COLUMNS[p.type](table)))
+                .where(table.c.resource_type == q.resource_type, table.c.resource_id == res.c.id, table.c.code == code)
+                .scalar_subquery()
+            )
+        out.append(col.desc().nulls_last() if desc else col.asc().nulls_last())
+    out.append(res.c.id.asc())
+    return out

@@ -1,0 +1,216 @@
+"""Executing searches (R4 §3.1.1): matches, paging, totals and ``_include``/``_revinclude``.
+
+Paging stays consistent while data changes (no duplicates, no gaps):
+- without ``_sort``, results are ordered by id and pages continue after the last id seen
+  (``_cursor``); writes never move a resource across the cursor;
+- with ``_sort``, the first page stores the ordered id list (up to ``SNAPSHOT_CAP``) and later
+  pages read from it (``_snapshot``), so re-sorting by changed values cannot shift pages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import and_, delete, func, insert, or_, select
+
+from telemed.db.schema import INDEX_TABLES, search_snapshot
+from telemed.db.schema import resource as t_resource
+from telemed.fhir.search.query import Include, Query
+from telemed.fhir.search.registry import registry
+from telemed.fhir.store import search_sql
+from telemed.fhir.store.repository import Repository, Stored
+from telemed.kernel.errors import Category, TelemedError
+
+SNAPSHOT_CAP = 10_000
+COUNT_CAP = 10_000
+INCLUDE_DEPTH = 4
+SNAPSHOT_TTL = timedelta(hours=1)
+
+
+@dataclass
+class SearchResult:
+    matches: list[Stored]
+    total: int | None
+    next_params: list[tuple[str, str]] | None = None
+    included: list[Stored] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _load(repo: Repository, rows) -> list[Stored]:
+    return [Stored(repo._load(r.content, r.has_blobs), r.version_id, r.last_updated) for r in rows]
+
+
+def _fetch_ordered(repo: Repository, rt: str, ids: list[str]) -> list[Stored]:
+    if not ids:
+        return []
+    rows = repo.conn.execute(
+        select(t_resource).where(
+            t_resource.c.resource_type == rt, t_resource.c.id.in_(ids), t_resource.c.deleted.is_(False)
+        )
+    ).all()
+    by_id = {r.id: r for r in rows}
+    return _load(repo, [by_id[i] for i in ids if i in by_id])
+
+
+def _count(repo: Repository, q: Query, base_url: str, cap: int | None) -> int:
+    res, conds = search_sql.base_select(q, base_url)
+    inner = select(res.c.id).where(*conds)
+    if cap is not None:
+        inner = inner.limit(cap + 1)
+    return repo.conn.execute(select(func.count()).select_from(inner.subquery())).scalar_one()
+
+
+def find_ids(repo: Repository, q: Query, base_url: str = "", limit: int | None = None) -> list[str]:
+    repo._check_type(q.resource_type)
+    repo.context.require(q.resource_type, "read")
+    res, conds = search_sql.base_select(q, base_url)
+    stmt = select(res.c.id).where(*conds).order_by(res.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [r.id for r in repo.conn.execute(stmt)]
+
+
+def search(repo: Repository, q: Query, base_url: str) -> SearchResult:
+    repo._check_type(q.resource_type)
+    repo.context.require(q.resource_type, "read")
+    if q.summary == "count":
+        return SearchResult([], _count(repo, q, base_url, None))
+    if q.sort:
+        result = _sorted_page(repo, q, base_url)
+    else:
+        result = _keyset_page(repo, q, base_url)
+    if q.total == "none":
+        result.total = None
+    elif result.total is None:
+        cap = None if q.total == "accurate" else COUNT_CAP
+        n = _count(repo, q, base_url, cap)
+        result.total = n if cap is None or n <= cap else None
+    if q.includes or q.revincludes:
+        result.included = _includes(repo, q, result.matches)
+    return result
+
+
+def _keyset_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
+    res, conds = search_sql.base_select(q, base_url)
+    if q.cursor:
+        conds.append(res.c.id > q.cursor)
+    stmt = select(res).where(*conds).order_by(res.c.id).limit(q.count + 1)
+    rows = repo.conn.execute(stmt).all() if q.count else []
+    more = len(rows) > q.count
+    page = _load(repo, rows[: q.count])
+    result = SearchResult(page, None)
+    if more and page:
+        result.next_params = [("_cursor", page[-1].resource["id"])]
+    elif not q.cursor and q.count:
+        result.total = len(page)  # the whole result fits on this page: exact without counting
+    return result
+
+
+def _sorted_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
+    if q.snapshot:
+        snap = repo.conn.execute(select(search_snapshot).where(search_snapshot.c.id == q.snapshot)).first()
+        if snap is None:
+            raise TelemedError(Category.GONE, "This search page has expired; run the search again")
+        ids, total = list(snap.ids), (snap.total if snap.total >= 0 else None)
+    else:
+        res, conds = search_sql.base_select(q, base_url)
+        stmt = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(SNAPSHOT_CAP + 1)
+        ids = [r.id for r in repo.conn.execute(stmt)]
+        total = len(ids) if len(ids) <= SNAPSHOT_CAP else None
+        ids = ids[:SNAPSHOT_CAP]
+        if len(ids) > q.count:
+            q.snapshot = _store_snapshot(repo, ids, total)
+    page_ids = ids[q.offset : q.offset + q.count]
+    result = SearchResult(_fetch_ordered(repo, q.resource_type, page_ids), total)
+    if q.snapshot and q.offset + q.count < len(ids):
+        result.next_params = [("_snapshot", q.snapshot), ("_offset", str(q.offset + q.count))]
+    if total is None:
+        result.warnings.append(f"Sorted results are paged up to {SNAPSHOT_CAP}; narrow the search to see the rest")
+    return result
+
+
+def _store_snapshot(repo: Repository, ids: list[str], total: int | None) -> str:
+    now = repo.clock.now()
+    sid = uuid.uuid4().hex
+    repo.conn.execute(delete(search_snapshot).where(search_snapshot.c.created < now - SNAPSHOT_TTL))
+    repo.conn.execute(insert(search_snapshot).values(id=sid, created=now, total=total or -1, ids=ids))
+    return sid
+
+
+def _reference_codes(source_type: str, code: str) -> list[str]:
+    if code != "*":
+        return [code]
+    return [c for c, p in registry().params(source_type).items() if p.type == "reference"]
+
+
+def _includes(repo: Repository, q: Query, matches: list[Stored]) -> list[Stored]:
+    """``_include`` / ``_revinclude`` (R4 §3.1.1.5.4), iterating over included resources as asked."""
+    ref = INDEX_TABLES["reference"]
+    seen = {(s.resource["resourceType"], s.resource["id"]) for s in matches}
+    frontier = list(seen)
+    included: list[Stored] = []
+    for depth in range(INCLUDE_DEPTH):
+        wanted: set[tuple[str, str]] = set()
+        for inc in q.includes:
+            if depth > 0 and not inc.iterate:
+                continue
+            sources = [i for t, i in frontier if t == inc.source_type]
+            if sources:
+                wanted |= _forward(repo, ref, inc, sources)
+        for inc in q.revincludes:
+            if depth > 0 and not inc.iterate:
+                continue
+            wanted |= _reverse(repo, ref, inc, frontier)
+        new = [key for key in wanted if key not in seen]
+        if not new:
+            break
+        frontier = []
+        by_type: dict[str, list[str]] = {}
+        for t, i in new:
+            by_type.setdefault(t, []).append(i)
+        for t, ids in sorted(by_type.items()):
+            if not repo.validator.defs.is_resource_type(t):
+                continue
+            for stored in _fetch_ordered(repo, t, sorted(ids)):
+                key = (t, stored.resource["id"])
+                seen.add(key)
+                frontier.append(key)
+                included.append(stored)
+    return included
+
+
+def _forward(repo: Repository, ref, inc: Include, source_ids: list[str]) -> set[tuple[str, str]]:
+    conds = [
+        ref.c.resource_type == inc.source_type,
+        ref.c.resource_id.in_(source_ids),
+        ref.c.code.in_(_reference_codes(inc.source_type, inc.code)),
+        ref.c.target_id.is_not(None),
+    ]
+    if inc.target_type:
+        conds.append(ref.c.target_type == inc.target_type)
+    return {
+        (r.target_type, r.target_id)
+        for r in repo.conn.execute(select(ref.c.target_type, ref.c.target_id).where(*conds))
+    }
+
+
+def _reverse(repo: Repository, ref, inc: Include, targets: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not targets:
+        return set()
+    if inc.code == "*":
+        codes = _reference_codes(inc.source_type, "*")
+    else:
+        codes = [inc.code]
+    conds = [
+        ref.c.resource_type == inc.source_type,
+        ref.c.code.in_(codes),
+        or_(
+            *[
+                and_(ref.c.target_type == t, ref.c.target_id.in_([i for tt, i in targets if tt == t]))
+                for t in {t for t, _ in targets}
+            ]
+        ),
+    ]
+    return {(inc.source_type, r.resource_id) for r in repo.conn.execute(select(ref.c.resource_id).where(*conds))}
