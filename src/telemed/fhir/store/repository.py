@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import jsonpatch
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from telemed.db.schema import INDEX_TABLES
@@ -30,6 +30,36 @@ from telemed.kernel.blobs import BlobStore
 from telemed.kernel.clock import Clock, fhir_instant
 from telemed.kernel.errors import Category, Issue, TelemedError, incorrect
 from telemed.kernel.ids import IdGenerator, is_valid_id, new_id
+
+# Statements built once: constructing SQLAlchemy expressions per request costs more than running them.
+_INSERT_RESOURCE = insert(t_resource)
+_INSERT_HISTORY = insert(t_history)
+_UPDATE_RESOURCE = (
+    update(t_resource)
+    .where(
+        t_resource.c.resource_type == bindparam("b_type"),
+        t_resource.c.id == bindparam("b_id"),
+        t_resource.c.version_id == bindparam("b_prev"),
+    )
+    .values(
+        version_id=bindparam("version_id"),
+        last_updated=bindparam("last_updated"),
+        deleted=bindparam("deleted"),
+        has_blobs=bindparam("has_blobs"),
+        content=bindparam("content"),
+    )
+)
+_SELECT_CURRENT = select(
+    t_resource.c.version_id,
+    t_resource.c.last_updated,
+    t_resource.c.deleted,
+    t_resource.c.has_blobs,
+    t_resource.c.content,
+).where(t_resource.c.resource_type == bindparam("b_type"), t_resource.c.id == bindparam("b_id"))
+_INDEX_INSERTS = {
+    kind: (insert(table), [c.name for c in table.columns if c.name not in ("resource_type", "resource_id")])
+    for kind, table in INDEX_TABLES.items()
+}
 
 
 @dataclass
@@ -124,18 +154,20 @@ class Repository:
     ) -> Stored:
         stamped = self._stamp(resource, resource_type, id_, version, now)
         stored, has_blobs = externalize(stamped, self.blobs, self.blob_threshold)
-        values = dict(version_id=version, last_updated=now, deleted=False, has_blobs=has_blobs, content=stored)
+        row = {
+            "resource_type": resource_type,
+            "id": id_,
+            "version_id": version,
+            "last_updated": now,
+            "deleted": False,
+            "has_blobs": has_blobs,
+            "content": stored,
+        }
         if insert_row:
-            self.conn.execute(insert(t_resource).values(resource_type=resource_type, id=id_, **values))
+            self.conn.execute(_INSERT_RESOURCE, row)
         else:
             result = self.conn.execute(
-                update(t_resource)
-                .where(
-                    t_resource.c.resource_type == resource_type,
-                    t_resource.c.id == id_,
-                    t_resource.c.version_id == version - 1,
-                )
-                .values(**values)
+                _UPDATE_RESOURCE, {**row, "b_type": resource_type, "b_id": id_, "b_prev": version - 1}
             )
             if result.rowcount != 1:
                 raise TelemedError(
@@ -143,17 +175,7 @@ class Repository:
                     f"{resource_type}/{id_} was changed by another request; re-read it and retry",
                     [Issue("Version conflict", "conflict")],
                 )
-        self.conn.execute(
-            insert(t_history).values(
-                resource_type=resource_type,
-                id=id_,
-                version_id=version,
-                last_updated=now,
-                method=method,
-                has_blobs=has_blobs,
-                content=stored,
-            )
-        )
+        self.conn.execute(_INSERT_HISTORY, {**row, "method": method})
         self._reindex(resource_type, id_, stamped, is_new=insert_row)
         return Stored(stamped, version, now)
 
@@ -167,23 +189,12 @@ class Repository:
         if resource is None:
             return
         for kind, rows in index_rows(resource).items():
-            table = INDEX_TABLES[kind]
-            columns = [c.name for c in table.columns if c.name not in ("resource_type", "resource_id")]
-            self.conn.execute(
-                insert(table),
-                [{"resource_type": resource_type, "resource_id": id_, **{c: r.get(c) for c in columns}} for r in rows],
-            )
+            statement, columns = _INDEX_INSERTS[kind]
+            owner = {"resource_type": resource_type, "resource_id": id_}
+            self.conn.execute(statement, [{**owner, **{c: r.get(c) for c in columns}} for r in rows])
 
     def _current(self, resource_type: str, id_: str):
-        return self.conn.execute(
-            select(
-                t_resource.c.version_id,
-                t_resource.c.last_updated,
-                t_resource.c.deleted,
-                t_resource.c.has_blobs,
-                t_resource.c.content,
-            ).where(t_resource.c.resource_type == resource_type, t_resource.c.id == id_)
-        ).first()
+        return self.conn.execute(_SELECT_CURRENT, {"b_type": resource_type, "b_id": id_}).first()
 
     def _load(self, content: dict, has_blobs: bool) -> dict:
         return rehydrate(content, self.blobs) if has_blobs else content
