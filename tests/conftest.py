@@ -100,7 +100,7 @@ class LiveServer:
     def __init__(self, app):
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

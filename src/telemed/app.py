@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from telemed import __version__
 from telemed.db.engine import make_engine
+from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
 from telemed.fhir.http import FhirEndpoint
 from telemed.fhir.store.context import AccessContext
@@ -38,22 +40,47 @@ class Services:
     clock: Clock
     ids: IdGenerator
     secret_key: str
+    jobs: JobRunner
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None, ids: IdGenerator | None = None) -> Services:
+        engine = make_engine(settings.database_url)
+        clock = clock or SystemClock()
         return cls(
             settings=settings,
-            engine=make_engine(settings.database_url),
+            engine=engine,
             blobs=open_blob_store(settings.blob_url),
-            clock=clock or SystemClock(),
+            clock=clock,
             ids=ids or new_id,
             secret_key=settings.resolved_secret_key(),
+            jobs=JobRunner(engine, clock),
         )
 
     def repository(self, conn, context: AccessContext) -> Repository:
         return Repository(
-            conn, context, self.clock, self.blobs, ids=self.ids, blob_threshold=self.settings.blob_threshold_bytes
+            conn,
+            context,
+            self.clock,
+            self.blobs,
+            ids=self.ids,
+            blob_threshold=self.settings.blob_threshold_bytes,
+            jobs=self.jobs,
         )
+
+    def start_background(self) -> None:
+        """Background workers of this instance: durable jobs (and, later, subscription delivery)."""
+        register_jobs(self)
+        self.jobs.start()
+
+    def stop_background(self) -> None:
+        self.jobs.stop()
+
+
+def register_jobs(services: Services) -> None:
+    from telemed.fhir.rest.operations import export
+
+    if hasattr(export, "run_export"):
+        services.jobs.register("bulk-export", lambda ctx: export.run_export(ctx, services.blobs, services.repository))
 
 
 def _authenticate(secret: str):
@@ -77,7 +104,17 @@ def _authenticate(secret: str):
 
 
 def create_app(services: Services) -> FastAPI:
-    app = FastAPI(title="Telemed", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        services.start_background()
+        try:
+            yield
+        finally:
+            services.stop_background()
+
+    app = FastAPI(
+        title="Telemed", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json", lifespan=lifespan
+    )
     app.state.services = services
     metrics = Metrics()
     fhir = FhirEndpoint(

@@ -141,3 +141,39 @@ account = Table(
     Column("active", Boolean, nullable=False, default=True),
     Column("created", DateTime(timezone=True), nullable=False),
 )
+
+# Background jobs (bulk export, reindex): durable, so a restart resumes them.
+job = Table(
+    "job",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed | cancelled
+    Column("owner", String(255), nullable=True),  # the user who asked for it
+    Column("params", Json, nullable=False),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("message", String(1024), nullable=True),
+    Column("result", Json, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
+    Column("worker", String(128), nullable=True),
+    Index("ix_job_status_created", "status", "created"),
+)
+
+# Subscription notifications matched at write time, in the writing transaction (the outbox).
+subscription_outbox = Table(
+    "subscription_outbox",
+    metadata,
+    Column("seq", SeqId, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(64), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(1024), nullable=True),
+    Index("ix_outbox_due", "status", "next_attempt"),
+)

@@ -167,17 +167,15 @@ class FhirEndpoint:
             fault = TelemedError(Category.FAULT, "Internal server error; the request id in X-Request-ID identifies it")
             return error_response(fault, media, pretty)
         request.state.interaction = resp.interaction
+        if resp.raw is not None:
+            return Response(resp.raw, resp.status, resp.headers)
         resource = resp.resource
         if resource is not None and resource.get("resourceType") == "Binary" and resp.interaction in ("read", "vread"):
             raw = self._raw_binary(request, resource)
             if raw is not None:
                 return Response(raw, resp.status, resp.headers, media_type=resource.get("contentType"))
         prefer = request.headers.get("prefer", "")
-        if request.method in ("POST", "PUT", "PATCH") and resp.interaction not in (
-            "batch",
-            "transaction",
-            "search-type",
-        ):
+        if request.method in ("POST", "PUT", "PATCH") and resp.interaction in ("create", "update", "patch"):
             if "return=minimal" in prefer:
                 resource = None
             elif "return=OperationOutcome" in prefer:

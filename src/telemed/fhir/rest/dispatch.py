@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telemed.fhir.rest import bundles, interactions, listing
 from telemed.fhir.rest.capability import capability_statement
-from telemed.fhir.rest.operations import everything
+from telemed.fhir.rest.operations import everything, export
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError
@@ -42,6 +42,19 @@ def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
         if m == "GET":
             return listing.history(repo, req, None, None, "_history")
         raise _not_allowed(req, "GET")
+    if parts[-1] == "$export" and (len(parts) == 1 or parts[0] == "Patient" or (len(parts) == 3 and head == "Group")):
+        if m in ("GET", "POST") and len(parts) in (1, 2, 3):
+            level = "system" if len(parts) == 1 else head.lower()
+            return export.kick_off(repo, req, level, parts[1] if len(parts) == 3 else None)
+        raise _not_allowed(req, "GET, POST")
+    if head == "$export-poll-status" and len(parts) == 2:
+        if m == "GET":
+            return export.status(repo, req, parts[1])
+        if m == "DELETE":
+            return export.cancel(repo, req, parts[1])
+        raise _not_allowed(req, "GET, DELETE")
+    if head == "$export-file" and len(parts) == 3 and m == "GET":
+        return export.file(repo, req, parts[1], parts[2])
     if head == "Patient" and len(parts) == 3 and parts[2] == "$everything":
         if m in ("GET", "POST"):
             return everything.patient_everything(repo, req, parts[1])

@@ -30,6 +30,7 @@ class FhirResponse:
     resource: dict | None = None
     headers: dict[str, str] = field(default_factory=dict)
     interaction: str = "unknown"
+    raw: bytes | None = None  # a non-FHIR body (bulk export files), sent with headers["Content-Type"]
 
 
 def http_date(dt: datetime) -> str:

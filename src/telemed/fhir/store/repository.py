@@ -19,6 +19,7 @@ import jsonpatch
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from telemed.db.jobs import JobRunner
 from telemed.db.schema import INDEX_TABLES
 from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
@@ -98,6 +99,7 @@ class Repository:
         ids: IdGenerator = new_id,
         blob_threshold: int = 4096,
         validate: Validator | None = None,
+        jobs: JobRunner | None = None,
     ):
         self.conn = conn
         self.context = context
@@ -106,6 +108,7 @@ class Repository:
         self.ids = ids
         self.blob_threshold = blob_threshold
         self.validator = validate or validator()
+        self.jobs = jobs  # background jobs ($export, $reindex); None where none run
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_type(self, resource_type: str) -> None:
