@@ -1,18 +1,28 @@
 """FHIR CRUD benchmark on PostgreSQL: Telemed over HTTP against the raw asyncpg driver, in one run.
 
-    .venv/bin/python benchmarks/fhir_crud.py [--n 10000] [--concurrency 8] [--workers 2]
+    .venv/bin/python benchmarks/fhir_crud.py [--n 10000] [--concurrency 8] [--workers 2] [--json PATH]
         [--postgres-url postgresql://postgres@127.0.0.1:5432/test] [--url URL --token TOKEN]
 
 Telemed: N Patient creates (POST /fhir/Patient, 201) then N reads (GET /fhir/Patient/<id>, 200, the
 created ids in random order) from C concurrent keep-alive clients. Raw: the same work with asyncpg
-and a pool of C connections, on tables with Telemed's columns and indexes (migration 0001) in schema
-``raw`` of the same database: one transaction per create (resource row, history row, one token row
-per identifier, the same JSON documents as jsonb), one ``SELECT content`` per read. Each phase
-starts with WARMUP untimed operations. Goal (issue): Telemed >= 0.5x raw for create and for read.
+and a pool of C connections, in schema ``raw`` of the same database, on the tables Telemed writes
+on create with the same columns and indexes (migrations 0001 + 0002: ``resource``,
+``resource_history`` and the eight search index tables ``idx_string`` ... ``idx_composite``).
+A raw create is one transaction with the resource row, the history row (the same JSON document,
+with id and meta, as jsonb) and exactly the search index rows Telemed writes for that document,
+one ``executemany`` per index table that has rows. Those rows come from Telemed's own
+``telemed.fhir.search.index.index_rows``, called on every prepared document (with its id and a
+meta) before timing: raw pays for the inserts, not for extracting the rows (Telemed extracts them
+inside each request; about 27 rows per Patient here: token, string, date). A raw read is one
+``SELECT content ... WHERE resource_type = $1 AND id = $2``. Each phase starts with WARMUP
+untimed operations. Goal (issue): Telemed >= 0.5x raw for create and for read.
 
 Each run creates a database ``telemed_bench_<random>`` (dropped at the end, also on failure),
 migrates it (``telemed migrate``), adds an account, gets a token (``telemed token create``) and
-starts ``telemed serve`` on a free port. ``--url``/``--token`` measure a running server instead.
+starts ``telemed serve`` on a free port. Before timing, the ``raw`` tables are checked against
+Telemed's migrated ones (columns and index definitions; the run stops if they differ), and after
+both runs the index row counts per table must match. ``--url``/``--token`` measure a running
+server instead (these two checks are then skipped). ``--json PATH`` also writes the figures as JSON.
 
 HTTP client: a minimal HTTP/1.1 client on asyncio streams with uvloop, one keep-alive connection
 per client, no pipelining. Client, server and PostgreSQL share the machine, so client CPU is taken
@@ -157,6 +167,27 @@ async def bench_telemed(base: str, token: str, bodies: list[bytes], n: int, conc
             c.writer.close()
 
 
+# Migration 0002's search index tables: extra columns (name, SQL type) and the lookup index's columns.
+RAW_INDEX_TABLES = {
+    "string": ([("value", "varchar(255)"), ("exact", "varchar(255)")], ["value"]),
+    "token": ([("system", "varchar(255)"), ("value", "varchar(255)"), ("text", "varchar(255)")], ["value", "system"]),
+    "reference": (
+        [("target_type", "varchar(64)"), ("target_id", "varchar(64)"), ("url", "varchar(512)")],
+        ["target_id", "target_type"],
+    ),
+    "date": ([("low", "timestamptz"), ("high", "timestamptz")], ["low", "high"]),
+    "number": ([("value", "double precision")], ["value"]),
+    "quantity": (
+        [("value", "double precision"), ("system", "varchar(255)"), ("unit_code", "varchar(64)")],
+        ["unit_code", "value"],
+    ),
+    "uri": ([("value", "varchar(512)")], ["value"]),
+    "composite": (
+        [("c1_system", "varchar(255)"), ("c1_value", "varchar(255)"), ("c2_system", "varchar(255)"),
+         ("c2_value", "varchar(255)"), ("c2_low", "double precision"), ("c2_high", "double precision")],
+        ["c1_value", "c2_value"],
+    ),
+}  # fmt: skip
 RAW_SCHEMA = """
 CREATE SCHEMA raw;
 SET search_path TO raw;
@@ -169,39 +200,114 @@ CREATE TABLE resource_history (seq bigserial PRIMARY KEY, resource_type varchar(
     method varchar(8) NOT NULL, has_blobs boolean NOT NULL, content jsonb,
     CONSTRAINT uq_history_version UNIQUE (resource_type, id, version_id));
 CREATE INDEX ix_history_type_seq ON resource_history (resource_type, seq);
-CREATE TABLE search_token (resource_type varchar(64) NOT NULL, resource_id varchar(64) NOT NULL,
-    param varchar(64) NOT NULL, system varchar(255), value varchar(255));
-CREATE INDEX ix_token_lookup ON search_token (resource_type, param, value, system);
-CREATE INDEX ix_token_owner ON search_token (resource_type, resource_id);
-"""
+""" + "".join(
+    f"CREATE TABLE idx_{kind} (resource_type varchar(64) NOT NULL, resource_id varchar(64) NOT NULL,"
+    f" code varchar(64) NOT NULL, {', '.join(f'{c} {t}' for c, t in cols)});\n"
+    f"CREATE INDEX ix_idx_{kind}_lookup ON idx_{kind} (resource_type, code, {', '.join(lookup)});\n"
+    f"CREATE INDEX ix_idx_{kind}_owner ON idx_{kind} (resource_type, resource_id, code);\n"
+    for kind, (cols, lookup) in RAW_INDEX_TABLES.items()
+)
+RAW_TABLES = ["resource", "resource_history", *(f"idx_{kind}" for kind in RAW_INDEX_TABLES)]
 RAW_INSERT_RESOURCE = "INSERT INTO resource VALUES ('Patient', $1, 1, $2, false, false, $3)"
 RAW_INSERT_HISTORY = (
     "INSERT INTO resource_history (resource_type, id, version_id, last_updated, method, has_blobs, content)"
     " VALUES ('Patient', $1, 1, $2, 'POST', false, $3)"
 )
-RAW_INSERT_TOKEN = "INSERT INTO search_token VALUES ('Patient', $1, 'identifier', $2, $3)"
+RAW_INSERT_INDEX = {  # INSERT INTO idx_token VALUES ('Patient', $1, $2, $3, $4, $5): resource_id, code, columns
+    kind: f"INSERT INTO idx_{kind} VALUES ('Patient', {', '.join(f'${k}' for k in range(1, len(cols) + 3))})"
+    for kind, (cols, _) in RAW_INDEX_TABLES.items()
+}
 RAW_READ = "SELECT content FROM resource WHERE resource_type = $1 AND id = $2"
+
+
+async def create_raw_schema(db_url: str, check: bool) -> None:
+    """Create schema ``raw``; with check, require its tables to equal Telemed's migrated ones in
+    ``public`` (column names, types and nullability; index definitions)."""
+    con = await asyncpg.connect(db_url)
+    try:
+        await con.execute(RAW_SCHEMA)
+        if not check:
+            return
+        shapes = {}
+        for schema in ("public", "raw"):
+            columns = await con.fetch(
+                "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable"
+                " FROM information_schema.columns WHERE table_schema = $1 AND table_name = ANY($2)"
+                " ORDER BY table_name, ordinal_position",
+                schema,
+                RAW_TABLES,
+            )
+            indexes = await con.fetch(
+                "SELECT tablename, indexname, replace(indexdef, $1 || '.', '') AS def FROM pg_indexes"
+                " WHERE schemaname = $1 AND tablename = ANY($2) ORDER BY tablename, indexname",
+                schema,
+                RAW_TABLES,
+            )
+            shapes[schema] = ([tuple(r) for r in columns], [tuple(r) for r in indexes])
+        if shapes["public"] != shapes["raw"]:
+            diff = [
+                f"  {kind} {'+' if schema == 'raw' else '-'} {item}"
+                for kind, i in (("column", 0), ("index", 1))
+                for schema, other in (("public", "raw"), ("raw", "public"))
+                for item in shapes[schema][i]
+                if item not in shapes[other][i]
+            ]
+            raise RuntimeError("the raw tables differ from Telemed's (- Telemed, + raw):\n" + "\n".join(diff))
+    finally:
+        await con.close()
+
+
+async def index_row_counts(db_url: str) -> dict[str, dict[str, int]]:
+    """Rows per index table, in Telemed's tables (public) and raw's."""
+    con = await asyncpg.connect(db_url)
+    try:
+        return {
+            schema: {
+                f"idx_{kind}": await con.fetchval(f"SELECT count(*) FROM {schema}.idx_{kind}")
+                for kind in RAW_INDEX_TABLES
+            }
+            for schema in ("public", "raw")
+        }
+    finally:
+        await con.close()
+
+
+def raw_index_rows(docs: list[dict], ids: list[str]) -> list[list[tuple[str, list[tuple]]]]:
+    """Per document: (INSERT statement, argument tuples) for each index table it has rows in, from
+    Telemed's index_rows on the document as stored (with id and meta). Untimed."""
+    from telemed.fhir.search.index import index_rows
+
+    meta = {"versionId": "1", "lastUpdated": datetime.now(UTC).isoformat(timespec="milliseconds")}
+    out = []
+    for doc, id_ in zip(docs, ids, strict=True):
+        stamped = {"resourceType": "Patient", "id": id_, **doc, "meta": meta}
+        inserts = []
+        for kind, rows in index_rows(stamped).items():
+            if kind not in RAW_INDEX_TABLES:
+                raise RuntimeError(f"index_rows returned rows for an unknown table kind {kind!r}")
+            columns = [c for c, _ in RAW_INDEX_TABLES[kind][0]]
+            inserts.append((RAW_INSERT_INDEX[kind], [(id_, r["code"], *(r.get(c) for c in columns)) for r in rows]))
+        out.append(inserts)
+    return out
 
 
 async def bench_raw(db_url: str, docs: list[dict], n: int, concurrency: int) -> dict:
     """What Telemed does per request, with the bare driver: same rows, same JSON, same indexes."""
-    con = await asyncpg.connect(db_url)
-    await con.execute(RAW_SCHEMA)
-    await con.close()
     pool = await asyncpg.create_pool(
         db_url, min_size=concurrency, max_size=concurrency, server_settings={"search_path": "raw"}
     )
     ids = [str(uuid.uuid4()) for _ in docs]  # Telemed assigns uuid4 ids too
+    index = raw_index_rows(docs, ids)
 
     async def create(_c: int, i: int) -> None:
         now = datetime.now(UTC)  # the document as Telemed stores it: with id and meta
         meta = {"versionId": "1", "lastUpdated": now.isoformat(timespec="milliseconds")}
-        content = orjson.dumps({"resourceType": "Patient", "id": ids[i], **docs[i], "meta": meta})
-        tokens = [(ids[i], ident.get("system"), ident["value"]) for ident in docs[i]["identifier"]]
+        content = orjson.dumps({"resourceType": "Patient", "id": ids[i], **docs[i], "meta": meta}).decode()
         async with pool.acquire() as con, con.transaction():
-            await con.execute(RAW_INSERT_RESOURCE, ids[i], now, content.decode())
-            await con.execute(RAW_INSERT_HISTORY, ids[i], now, content.decode())
-            await con.executemany(RAW_INSERT_TOKEN, tokens)  # one row per identifier, like Telemed's index
+            await con.execute(RAW_INSERT_RESOURCE, ids[i], now, content)
+            await con.execute(RAW_INSERT_HISTORY, ids[i], now, content)
+            for statement, rows in index[i]:  # the index rows Telemed writes for this document
+                await con.executemany(statement, rows)
 
     async def read(_c: int, id_: str) -> None:
         async with pool.acquire() as con:
@@ -209,9 +315,11 @@ async def bench_raw(db_url: str, docs: list[dict], n: int, concurrency: int) -> 
                 raise RuntimeError(f"raw read found no row for {id_}")
 
     try:
-        return await create_then_read(create, read, ids, n, concurrency)
+        result = await create_then_read(create, read, ids, n, concurrency)
     finally:
         await pool.close()
+    result["index_rows_per_create"] = sum(len(rows) for inserts in index for _, rows in inserts) / len(index)
+    return result
 
 
 # -- set-up and tear-down ------------------------------------------------------------------------
@@ -287,9 +395,11 @@ def ms(latencies: list[float], q: float) -> float:
     return sorted(latencies)[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
 
-def report(args, server_cmd: list[str] | None, tel: dict, raw: dict) -> bool:
+def report(args, server_cmd: list[str] | None, tel: dict, raw: dict) -> tuple[bool, dict]:
+    """Print the table; returns (both goals met, the figures for --json)."""
     argv = [a if prev != "--token" else "<token>" for prev, a in zip(["", *sys.argv], sys.argv, strict=False)]
-    print(f"command: {shlex.join([sys.executable, *argv])}")
+    command = shlex.join([sys.executable, *argv])
+    print(f"command: {command}")
     if server_cmd:
         print(f"server:  {shlex.join(server_cmd)}")
     print(f"machine: {os.cpu_count()} cores, shared by client, server and PostgreSQL")
@@ -297,6 +407,19 @@ def report(args, server_cmd: list[str] | None, tel: dict, raw: dict) -> bool:
     print(f"{'operation':<10}{'Telemed req/s':>14}{'raw ops/s':>11}{'ratio':>8}  goal     result  ", end="")
     print(f"{'Telemed p50/p99 ms':<20}raw p50/p99 ms")
     ok = True
+    figures = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "server": shlex.join(server_cmd) if server_cmd else None,
+        "cores": os.cpu_count(),
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "workers": None if args.url else args.workers,
+        "warmup": WARMUP,
+        "goal": GOAL,
+        "raw_index_rows_per_create": raw["index_rows_per_create"],
+        "operations": {},
+    }
     for op in ("create", "read"):
         (t_sec, t_lat), (r_sec, r_lat) = tel[op], raw[op]
         t_rate, r_rate = len(t_lat) / t_sec, len(r_lat) / r_sec
@@ -307,7 +430,16 @@ def report(args, server_cmd: list[str] | None, tel: dict, raw: dict) -> bool:
         print(
             f"{op:<10}{t_rate:>14.0f}{r_rate:>11.0f}{t_rate / r_rate:>7.2f}x  >={GOAL}x  {verdict:<6}  {t_ms:<20}{r_ms}"
         )
-    return ok
+        figures["operations"][op] = {
+            "telemed_per_s": round(t_rate, 1),
+            "raw_per_s": round(r_rate, 1),
+            "ratio": round(t_rate / r_rate, 3),
+            "passed": passed,
+            "telemed_ms": {"p50": round(ms(t_lat, 0.5), 3), "p99": round(ms(t_lat, 0.99), 3)},
+            "raw_ms": {"p50": round(ms(r_lat, 0.5), 3), "p99": round(ms(r_lat, 0.99), 3)},
+        }
+    figures["passed"] = ok
+    return ok, figures
 
 
 def main() -> int:
@@ -319,6 +451,7 @@ def main() -> int:
     p.add_argument("--postgres-url", default=default_pg, help="where to CREATE/DROP the benchmark database")
     p.add_argument("--url", help="benchmark this running server (base URL without /fhir) instead of starting one")
     p.add_argument("--token", help="bearer token for --url")
+    p.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON to PATH")
     args = p.parse_args()
     if args.url and not args.token:
         p.error("--url needs --token")
@@ -336,6 +469,8 @@ def main() -> int:
                 if not base:
                     env = telemed_env(db_url, tmp)
                     token = prepare_database(env, db_url)
+                asyncio.run(create_raw_schema(db_url, check=not base))  # same tables as Telemed's, or stop
+                if not base:
                     server, base, server_cmd = start_server(env, args.workers, tmp)
 
                 async def both() -> tuple[dict, dict]:
@@ -347,9 +482,16 @@ def main() -> int:
                 tel, raw = uvloop.run(both())  # the server's event loop too; it also makes the client cheaper
             finally:
                 stop_server(server)
+            if not args.url:  # both wrote the same documents: they must have written the same index rows
+                counts = asyncio.run(index_row_counts(db_url))
+                if counts["public"] != counts["raw"]:
+                    raise RuntimeError(f"index rows differ: Telemed {counts['public']}, raw {counts['raw']}")
     finally:
         asyncio.run(admin_sql(args.postgres_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-    return 0 if report(args, server_cmd, tel, raw) else 1
+    ok, figures = report(args, server_cmd, tel, raw)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
