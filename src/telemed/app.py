@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from telemed import __version__
-from telemed.db.engine import make_engine
+from telemed.db.engine import make_engine, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
 from telemed.fhir.http import FhirEndpoint
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
+from telemed.fhir.subscriptions import websocket
+from telemed.fhir.subscriptions.active import ActiveSubscriptions
+from telemed.fhir.subscriptions.delivery import Dispatcher
+from telemed.fhir.subscriptions.matcher import OUTBOX_FLAG, SubscriptionHooks
+from telemed.fhir.subscriptions.websocket import Hub
 from telemed.identity import TokenError, context_from_token
 from telemed.kernel.blobs import BlobStore, open_blob_store
 from telemed.kernel.clock import Clock, SystemClock
@@ -41,12 +47,17 @@ class Services:
     ids: IdGenerator
     secret_key: str
     jobs: JobRunner
+    subscriptions: ActiveSubscriptions
+    hooks: SubscriptionHooks
+    hub: Hub
+    dispatcher: Dispatcher | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None, ids: IdGenerator | None = None) -> Services:
         engine = make_engine(settings.database_url)
         clock = clock or SystemClock()
-        return cls(
+        subscriptions = ActiveSubscriptions()
+        services = cls(
             settings=settings,
             engine=engine,
             blobs=open_blob_store(settings.blob_url),
@@ -54,7 +65,25 @@ class Services:
             ids=ids or new_id,
             secret_key=settings.resolved_secret_key(),
             jobs=JobRunner(engine, clock),
+            subscriptions=subscriptions,
+            hooks=SubscriptionHooks(subscriptions),
+            hub=Hub(settings.broker_url),
         )
+        base = settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
+        services.dispatcher = Dispatcher(engine, clock, subscriptions, services.hub.publish, services.repository, base)
+        dispatcher = services.dispatcher
+
+        # Outbox rows become deliverable when their transaction commits: wake the dispatcher then.
+        @event.listens_for(engine, "commit")
+        def _after_commit(conn):  # pragma: no cover - driver callback
+            if conn.info.pop(OUTBOX_FLAG, False):
+                dispatcher.wake()
+
+        @event.listens_for(engine, "rollback")
+        def _after_rollback(conn):  # pragma: no cover - driver callback
+            conn.info.pop(OUTBOX_FLAG, None)
+
+        return services
 
     def repository(self, conn, context: AccessContext) -> Repository:
         return Repository(
@@ -65,15 +94,35 @@ class Services:
             ids=self.ids,
             blob_threshold=self.settings.blob_threshold_bytes,
             jobs=self.jobs,
+            hooks=self.hooks,
         )
 
-    def start_background(self) -> None:
-        """Background workers of this instance: durable jobs (and, later, subscription delivery)."""
+    def start_background(self, loop) -> None:
+        """Background workers of this instance: durable jobs and subscription delivery."""
         register_jobs(self)
         self.jobs.start()
+        self.hub.start(loop)
+        self.dispatcher.start()
 
     def stop_background(self) -> None:
+        self.dispatcher.stop()
+        self.hub.stop()
         self.jobs.stop()
+
+    def authenticate_token(self, token: str) -> AccessContext:
+        try:
+            return context_from_token(self.secret_key, token)
+        except TokenError as exc:
+            raise TelemedError(Category.UNAUTHENTICATED, str(exc)) from None
+
+    def can_bind(self, context: AccessContext, sub_id: str) -> bool:
+        """A websocket may bind to a websocket Subscription that the caller can read."""
+        with unit_of_work(self.engine, write=False) as conn:
+            try:
+                sub = self.repository(conn, context).read("Subscription", sub_id).resource
+            except TelemedError:
+                return False
+        return (sub.get("channel") or {}).get("type") == "websocket" and sub.get("status") == "active"
 
 
 def register_jobs(services: Services) -> None:
@@ -106,7 +155,7 @@ def _authenticate(secret: str):
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        services.start_background()
+        services.start_background(asyncio.get_running_loop())
         try:
             yield
         finally:
@@ -123,6 +172,7 @@ def create_app(services: Services) -> FastAPI:
         services.repository,
         services.settings.max_body_bytes,
         services.settings.base_url,
+        websocket=websocket.endpoint(services.hub, services.authenticate_token, services.can_bind),
     )
     app.mount("/fhir", fhir.router(), name="fhir")
 

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     default_page_size: int = 50
     max_page_size: int = 1000
     workers: int = 1
+    # Fan-out of subscription notifications between instances (redis://...); empty = in-process only.
+    broker_url: str | None = None
     log_level: str = "INFO"
 
     def problems(self) -> list[str]:

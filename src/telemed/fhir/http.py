@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, Router
+from starlette.routing import Route, Router, WebSocketRoute
 
 from telemed.db.engine import unit_of_work
 from telemed.fhir.rest.dispatch import dispatch
@@ -78,15 +78,20 @@ class FhirEndpoint:
         repository: RepositoryFactory,
         max_body_bytes: int,
         base_url: str | None = None,
+        websocket=None,
     ):
         self.engine = engine
         self.authenticate = authenticate
         self.repository = repository
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url
+        self.websocket = websocket
 
     def router(self) -> Router:
-        return Router(routes=[Route("/{path:path}", self.handle, methods=METHODS)])
+        routes = [Route("/{path:path}", self.handle, methods=METHODS)]
+        if self.websocket is not None:
+            routes.insert(0, WebSocketRoute("/websocket", self.websocket))
+        return Router(routes=routes)
 
     async def _body(self, request: Request, path: str) -> tuple[object | None, list[tuple[str, str]]]:
         declared = request.headers.get("content-length")

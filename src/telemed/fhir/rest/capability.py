@@ -74,6 +74,12 @@ def capability_statement(base_url: str) -> dict:
         "rest": [
             {
                 "mode": "server",
+                "extension": [
+                    {
+                        "url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket",
+                        "valueUri": base_url.replace("http", "ws", 1) + "/websocket",
+                    }
+                ],
                 "documentation": (
                     "Every resource is validated against the FHIR R4 base StructureDefinitions (element names "
                     "and types, cardinality, required code bindings, reference format). FHIRPath invariants "

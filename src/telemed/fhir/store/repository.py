@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import jsonpatch
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
@@ -31,6 +32,15 @@ from telemed.kernel.blobs import BlobStore
 from telemed.kernel.clock import Clock, fhir_instant
 from telemed.kernel.errors import Category, Issue, TelemedError, incorrect
 from telemed.kernel.ids import IdGenerator, is_valid_id, new_id
+
+
+class WriteHooks(Protocol):
+    """What reacts to writes inside the writing transaction (subscriptions, custom search params)."""
+
+    def before_write(self, repo: Repository, resource: dict) -> dict: ...
+
+    def after_write(self, repo: Repository, stored: Stored) -> None: ...
+
 
 # Statements built once: constructing SQLAlchemy expressions per request costs more than running them.
 _INSERT_RESOURCE = insert(t_resource)
@@ -100,6 +110,7 @@ class Repository:
         blob_threshold: int = 4096,
         validate: Validator | None = None,
         jobs: JobRunner | None = None,
+        hooks: WriteHooks | None = None,
     ):
         self.conn = conn
         self.context = context
@@ -109,6 +120,7 @@ class Repository:
         self.blob_threshold = blob_threshold
         self.validator = validate or validator()
         self.jobs = jobs  # background jobs ($export, $reindex); None where none run
+        self.hooks = hooks  # subscriptions (and later custom search parameters) react to writes here
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_type(self, resource_type: str) -> None:
@@ -127,6 +139,8 @@ class Repository:
         issues = [i for i in self.validator.validate(resource) if i.severity == "error"]
         if issues:
             raise TelemedError(Category.UNPROCESSABLE, f"Invalid {resource_type}: {issues[0].message}", issues)
+        if self.hooks is not None:
+            return self.hooks.before_write(self, resource)
         return resource
 
     def _stamp(self, resource: dict, resource_type: str, id_: str, version: int, now: datetime) -> dict:
@@ -180,7 +194,10 @@ class Repository:
                 )
         self.conn.execute(_INSERT_HISTORY, {**row, "method": method})
         self._reindex(resource_type, id_, stamped, is_new=insert_row)
-        return Stored(stamped, version, now)
+        result = Stored(stamped, version, now)
+        if self.hooks is not None:
+            self.hooks.after_write(self, result)
+        return result
 
     def _reindex(self, resource_type: str, id_: str, resource: dict | None, *, is_new: bool = False) -> None:
         """Replace the resource's search index rows (same transaction as the write)."""

@@ -1,0 +1,69 @@
+"""Write-time matching: a written resource is checked against every active Subscription on its type
+with the search engine itself (criteria + ``_id``), and each match becomes an outbox row in the
+same transaction, so an acknowledged write is never missed, even across a restart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert
+
+from telemed.db.schema import subscription_outbox
+from telemed.fhir.search import query
+from telemed.fhir.store import searching
+from telemed.fhir.store.context import AccessContext
+from telemed.fhir.subscriptions import active
+from telemed.fhir.subscriptions.active import ActiveSubscriptions
+
+OUTBOX_FLAG = "telemed.outbox"  # set on the connection; the commit hook wakes the dispatcher
+
+
+class SubscriptionHooks:
+    """The Repository's :class:`WriteHooks` for subscriptions."""
+
+    def __init__(self, subscriptions: ActiveSubscriptions):
+        self.subscriptions = subscriptions
+
+    def before_write(self, repo, resource: dict) -> dict:
+        if resource.get("resourceType") == "Subscription":
+            return active.prepare(resource)
+        return resource
+
+    def after_write(self, repo, stored) -> None:
+        resource = stored.resource
+        rtype = resource["resourceType"]
+        if rtype == "Subscription":
+            self.subscriptions.invalidate()
+            return
+        subs = self.subscriptions.for_type(repo.conn, rtype)
+        if not subs:
+            return
+        matcher = _system_view(repo)
+        for sub in subs:
+            q = query.parse(rtype, [*sub.params, ("_id", resource["id"])], strict=True)
+            if searching.find_ids(matcher, q, limit=1):
+                _enqueue(repo, sub.id, rtype, resource["id"], stored.version_id, stored.last_updated)
+
+
+def _system_view(repo):
+    """Matching sees every resource (the subscriber's own access is applied at delivery)."""
+    clone = object.__new__(type(repo))
+    clone.__dict__.update(repo.__dict__)
+    clone.context = AccessContext.system()
+    return clone
+
+
+def _enqueue(repo, sub_id: str, rtype: str, rid: str, version: int, now: datetime) -> None:
+    repo.conn.execute(
+        insert(subscription_outbox).values(
+            subscription_id=sub_id,
+            resource_type=rtype,
+            resource_id=rid,
+            version_id=version,
+            created=now,
+            status="pending",
+            attempts=0,
+            next_attempt=now,
+        )
+    )
+    repo.conn.info[OUTBOX_FLAG] = True
