@@ -130,7 +130,9 @@ class Dispatcher:
                 conn.execute(
                     update(t_outbox)
                     .where(t_outbox.c.seq == row.seq)
-                    .values(attempts=attempts, last_error=reason, next_attempt=now + backoff(attempts, self.base_backoff))
+                    .values(
+                        attempts=attempts, last_error=reason, next_attempt=now + backoff(attempts, self.base_backoff)
+                    )
                 )
             log.warning("notification for Subscription/%s failed (attempt %s): %s", sub.id, attempts, reason)
             return
