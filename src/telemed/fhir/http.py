@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -138,6 +138,8 @@ class FhirEndpoint:
         try:
             with unit_of_work(self.engine, write=write) as conn:
                 return dispatch(self.repository(conn, context), req)
+        except IntegrityError:
+            raise TelemedError(Category.CONFLICT, "A concurrent request wrote the same resource; retry") from None
         except OperationalError as exc:
             log.warning("database unavailable: %s", exc.__class__.__name__)
             raise TelemedError(Category.UNAVAILABLE, "The database is unavailable; retry shortly") from None

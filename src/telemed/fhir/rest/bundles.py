@@ -200,6 +200,7 @@ def _transaction(dispatch: Dispatch, repo: Repository, req: FhirRequest, entries
         if sub.body is not None:
             sub.body = _resolve_conditional_references(repo, _rewrite(sub.body, mapping), f"Bundle.entry[{i}].resource")
     results: list[dict | None] = [None] * len(requests)
+    repo.buffer_inserts()
     for i in sorted(range(len(requests)), key=lambda k: ORDER[requests[k].method]):
         try:
             resp = dispatch(repo, requests[i])
@@ -215,6 +216,7 @@ def _transaction(dispatch: Dispatch, repo: Repository, req: FhirRequest, entries
         if resp.status >= 400:
             raise TelemedError(Category.UNPROCESSABLE, f"Transaction failed at Bundle.entry[{i}]")
         results[i] = _response_entry(resp, minimal)
+    repo.stop_buffering()
     return FhirResponse(
         200, {"resourceType": "Bundle", "type": "transaction-response", "entry": results}, {}, "transaction"
     )

@@ -63,6 +63,7 @@ def _count(repo: Repository, q: Query, base_url: str, cap: int | None) -> int:
 
 
 def find_ids(repo: Repository, q: Query, base_url: str = "", limit: int | None = None) -> list[str]:
+    repo.flush()
     repo._check_type(q.resource_type)
     repo.context.require(q.resource_type, "read")
     res, conds = search_sql.base_select(q, base_url)
@@ -73,6 +74,7 @@ def find_ids(repo: Repository, q: Query, base_url: str = "", limit: int | None =
 
 
 def search(repo: Repository, q: Query, base_url: str) -> SearchResult:
+    repo.flush()
     repo._check_type(q.resource_type)
     repo.context.require(q.resource_type, "read")
     if q.summary == "count":
