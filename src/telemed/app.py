@@ -17,7 +17,7 @@ from telemed import __version__
 from telemed.db.engine import make_engine, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
-from telemed.fhir.http import FhirEndpoint
+from telemed.fhir.http import METHODS, FhirEndpoint
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.fhir.subscriptions import websocket
@@ -174,6 +174,7 @@ def create_app(services: Services) -> FastAPI:
         services.settings.base_url,
         websocket=websocket.endpoint(services.hub, services.authenticate_token, services.can_bind),
     )
+    app.add_route("/fhir", fhir.handle, methods=METHODS)  # the base URL without a trailing slash
     app.mount("/fhir", fhir.router(), name="fhir")
 
     @app.get("/healthz", include_in_schema=False)

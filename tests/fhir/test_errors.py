@@ -53,7 +53,7 @@ def test_method_not_allowed(client):
     outcome(r, 405)
     assert "Allow" in r.headers
     outcome(client.delete("/metadata"), 405)
-    outcome(client.get("/"), 405)
+    outcome(client.delete(""), 405)
 
 
 def test_empty_body(client):

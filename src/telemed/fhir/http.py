@@ -130,6 +130,8 @@ class FhirEndpoint:
     def _base(self, request: Request) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")
+        if "path" not in request.path_params:  # the base URL itself, without a trailing slash
+            return f"{request.url.scheme}://{request.url.netloc}{request.url.path}".rstrip("/")
         # Mounted under /fhir: root_path carries the mount point.
         return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
 
@@ -153,7 +155,7 @@ class FhirEndpoint:
         try:
             media = _response_type(request)
             context = self.authenticate(request)
-            path = request.path_params["path"]
+            path = request.path_params.get("path", "")
             body, form = await self._body(request, path)
             params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")]
             req = FhirRequest(

@@ -32,6 +32,12 @@ def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
     if not parts:
         if m == "POST":
             return bundles.process(dispatch, repo, req)
+        if m == "GET":
+            return listing.system_search(repo, req)
+        raise _not_allowed(req, "GET, POST")
+    if parts == ["_search"]:
+        if m == "POST":
+            return listing.system_search(repo, req)
         raise _not_allowed(req, "POST")
     head = parts[0]
     if head == "metadata" and len(parts) == 1:

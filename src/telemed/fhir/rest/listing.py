@@ -22,8 +22,8 @@ MAX_COUNT = 1000
 
 
 def _link(req: FhirRequest, path: str, params: list[tuple[str, str]]) -> str:
-    query = urlencode(params)
-    return f"{req.base_url}/{path}" + (f"?{query}" if query else "")
+    qs = urlencode(params)
+    return (f"{req.base_url}/{path}" if path else req.base_url) + (f"?{qs}" if qs else "")
 
 
 def _count(req: FhirRequest) -> int:
@@ -67,6 +67,34 @@ def search(
     if entries:
         bundle["entry"] = entries
     return FhirResponse(200, bundle, {}, "search-type" if compartment is None else "search-compartment")
+
+
+def system_search(repo: Repository, req: FhirRequest) -> FhirResponse:
+    """Search across types (R4 §3.1.1.2): ``GET [base]?_type=A,B&...`` with parameters every listed
+    type defines (``_id``, ``_lastUpdated``, ``_tag``, ``_profile``, ``_security``, ``_source``, or a
+    parameter such as ``name`` that all of them share)."""
+    defs = repo.validator.defs
+    params = [(k, v) for k, v in req.params if k != "_type"]
+    types = sorted(defs.resource_types)
+    for name, value in req.params:
+        if name == "_type":
+            types = sorted({t.strip() for t in value.split(",") if t.strip()})
+            unknown = [t for t in types if not defs.is_resource_type(t)]
+            if unknown:
+                raise incorrect(f"_type: unknown resource types {unknown}", "_type")
+    strict = "handling=strict" in (req.header("prefer") or "")
+    queries = [query.parse(rt, params, strict=True if len(types) > 1 else strict) for rt in types]
+    count = queries[0].count if queries else DEFAULT_COUNT
+    cursor = next((v for k, v in req.params if k == "_cursor"), None)
+    page, next_cursor = searching.search_types(repo, queries, req.base_url, count, cursor)
+    kept = [(k, v) for k, v in req.params if k not in ("_cursor", "_format", "_pretty")]
+    links = [{"relation": "self", "url": _link(req, "", req.params)}]
+    if next_cursor:
+        links.append({"relation": "next", "url": _link(req, "", kept + [("_cursor", next_cursor)])})
+    bundle: dict = {"resourceType": "Bundle", "type": "searchset", "link": links}
+    if page:
+        bundle["entry"] = [_entry(req, s.resource, "match", queries[0]) for s in page]
+    return FhirResponse(200, bundle, {}, "search-system")
 
 
 def _entry(req: FhirRequest, resource: dict, mode: str, q: query.Query) -> dict:

@@ -216,3 +216,33 @@ def _reverse(repo: Repository, ref, inc: Include, targets: list[tuple[str, str]]
         ),
     ]
     return {(inc.source_type, r.resource_id) for r in repo.conn.execute(select(ref.c.resource_id).where(*conds))}
+
+
+def search_types(
+    repo: Repository, queries: list[Query], base_url: str, count: int, cursor: str | None
+) -> tuple[list[Stored], str | None]:
+    """One page over several resource types, ordered by (type, id); the cursor is ``Type/id``.
+
+    Used by system-level search with ``_type`` (R4 §3.1.1.2) and by ``Patient/$everything``.
+    """
+    repo.flush()
+    after_type, _, after_id = (cursor or "").partition("/")
+    page: list[Stored] = []
+    for q in sorted(queries, key=lambda q: q.resource_type):
+        rt = q.resource_type
+        if cursor and rt < after_type:
+            continue
+        repo.context.require(rt, "read")
+        res, conds = search_sql.base_select(q, base_url)
+        if cursor and rt == after_type:
+            conds.append(res.c.id > after_id)
+        rows = repo.conn.execute(select(res).where(*conds).order_by(res.c.id).limit(count + 1 - len(page))).all()
+        page.extend(_load(repo, rows))
+        if len(page) > count:
+            break
+    more = len(page) > count
+    page = page[:count]
+    if more and page:
+        last = page[-1].resource
+        return page, f"{last['resourceType']}/{last['id']}"
+    return page, None
