@@ -18,8 +18,9 @@ from telemed.db.engine import make_engine, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
 from telemed.fhir.http import METHODS, FhirEndpoint
+from telemed.fhir.search.custom import CustomParameters, SearchParameterHooks
 from telemed.fhir.store.context import AccessContext
-from telemed.fhir.store.repository import Repository
+from telemed.fhir.store.repository import CompositeHooks, Repository
 from telemed.fhir.subscriptions import websocket
 from telemed.fhir.subscriptions.active import ActiveSubscriptions
 from telemed.fhir.subscriptions.delivery import Dispatcher
@@ -48,7 +49,7 @@ class Services:
     secret_key: str
     jobs: JobRunner
     subscriptions: ActiveSubscriptions
-    hooks: SubscriptionHooks
+    hooks: CompositeHooks
     hub: Hub
     dispatcher: Dispatcher | None = None
 
@@ -66,7 +67,7 @@ class Services:
             secret_key=settings.resolved_secret_key(),
             jobs=JobRunner(engine, clock),
             subscriptions=subscriptions,
-            hooks=SubscriptionHooks(subscriptions),
+            hooks=CompositeHooks(SearchParameterHooks(CustomParameters()), SubscriptionHooks(subscriptions)),
             hub=Hub(settings.broker_url),
         )
         base = settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
@@ -126,10 +127,10 @@ class Services:
 
 
 def register_jobs(services: Services) -> None:
-    from telemed.fhir.rest.operations import export
+    from telemed.fhir.rest.operations import export, reindex
 
-    if hasattr(export, "run_export"):
-        services.jobs.register("bulk-export", lambda ctx: export.run_export(ctx, services.blobs, services.repository))
+    services.jobs.register("reindex", lambda ctx: reindex.run_reindex(ctx, services.repository))
+    services.jobs.register("bulk-export", lambda ctx: export.run_export(ctx, services.blobs, services.repository))
 
 
 def _authenticate(secret: str):

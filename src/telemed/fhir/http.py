@@ -110,6 +110,8 @@ class FhirEndpoint:
                 raise TelemedError(Category.UNSUPPORTED_MEDIA, "POST _search expects application/x-www-form-urlencoded")
             return None, parse_qsl(raw.decode(), keep_blank_values=True)
         if not raw:
+            if path.rstrip("/").rsplit("/", 1)[-1].startswith("$"):
+                return None, []  # operations such as $reindex or $export may be POSTed without a body
             raise TelemedError(Category.INCORRECT, "The request has no body", [Issue("Empty body", "required")])
         if path.split("/")[0] == "Binary" and media not in JSON_TYPES and media:
             # A raw upload (R4 §2.24.0.2 Binary): the body itself is the content.

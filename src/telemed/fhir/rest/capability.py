@@ -59,6 +59,18 @@ def _resources() -> list[dict]:
     return out
 
 
+def _with_custom_parameters(resources: list[dict]) -> list[dict]:
+    """Add the SearchParameter resources defined at run time to the cached base statement."""
+    custom = registry().custom
+    if not custom:
+        return resources
+    out = []
+    for r in resources:
+        extra = [{"name": c, "type": p.type, "definition": p.url} for c, p in sorted(custom.get(r["type"], {}).items())]
+        out.append({**r, "searchParam": r["searchParam"] + extra} if extra else r)
+    return out
+
+
 def capability_statement(base_url: str) -> dict:
     return {
         "resourceType": "CapabilityStatement",
@@ -93,7 +105,7 @@ def capability_statement(base_url: str) -> dict:
                     "cors": False,
                     "description": "Bearer access token (JWT signed by the server) in the Authorization header",
                 },
-                "resource": _resources(),
+                "resource": _with_custom_parameters(_resources()),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }
         ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telemed.fhir.rest import bundles, interactions, listing
 from telemed.fhir.rest.capability import capability_statement
-from telemed.fhir.rest.operations import everything, export
+from telemed.fhir.rest.operations import everything, export, reindex
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError
@@ -53,6 +53,14 @@ def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
             level = "system" if len(parts) == 1 else head.lower()
             return export.kick_off(repo, req, level, parts[1] if len(parts) == 3 else None)
         raise _not_allowed(req, "GET, POST")
+    if parts[-1] == "$reindex" and len(parts) <= 3:
+        if m != "POST":
+            raise _not_allowed(req, "POST")
+        if len(parts) == 3:
+            return reindex.reindex_instance(repo, req, _known_type(repo, head), parts[1])
+        return reindex.reindex_types(repo, req, _known_type(repo, head) if len(parts) == 2 else None)
+    if head == "$job-status" and len(parts) == 2 and m == "GET":
+        return reindex.job_status(repo, req, parts[1])
     if head == "$export-poll-status" and len(parts) == 2:
         if m == "GET":
             return export.status(repo, req, parts[1])

@@ -17,6 +17,7 @@ def matching_ids(
 ) -> list[str]:
     """Ids matching conditional criteria (strict: an unknown parameter is an error, never ignored);
     at most two are fetched, since more than one is an error anyway (R4 §3.1.0.7.1, §3.1.0.4.3)."""
+    repo.before_search()
     q = query.parse(rtype, params, strict=True)
     if not q.filters:
         raise incorrect(f"A conditional {what} needs search criteria")

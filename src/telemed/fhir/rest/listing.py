@@ -39,6 +39,7 @@ def search(
     repo: Repository, req: FhirRequest, rtype: str, path: str, compartment: tuple[str, str] | None = None
 ) -> FhirResponse:
     strict = "handling=strict" in (req.header("prefer") or "")
+    repo.before_search()
     q = query.parse(rtype, req.params, strict=strict, default_count=DEFAULT_COUNT, max_count=MAX_COUNT)
     q.compartment = compartment
     result = searching.search(repo, q, req.base_url)

@@ -41,12 +41,25 @@ class SearchParam:
 class Registry:
     by_type: dict[str, dict[str, SearchParam]]
     unsupported: dict[str, list[tuple[str, str]]]  # resource type -> [(code, reason)]
+    custom: dict[str, dict[str, SearchParam]] = field(default_factory=dict)  # SearchParameter resources
+    _merged: dict[str, dict[str, SearchParam]] = field(default_factory=dict)
 
     def params(self, resource_type: str) -> dict[str, SearchParam]:
-        return self.by_type.get(resource_type, {})
+        merged = self._merged.get(resource_type)
+        if merged is None:
+            merged = {**self.by_type.get(resource_type, {}), **self.custom.get(resource_type, {})}
+            self._merged[resource_type] = merged
+        return merged
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
-        return self.by_type.get(resource_type, {}).get(code)
+        return self.params(resource_type).get(code)
+
+    def is_base(self, resource_type: str, code: str) -> bool:
+        return code in BUILT_IN or code in self.by_type.get(resource_type, {})
+
+    def set_custom(self, custom: dict[str, dict[str, SearchParam]]) -> None:
+        self.custom = custom
+        self._merged = {}
 
 
 @cache

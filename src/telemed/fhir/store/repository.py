@@ -41,6 +41,38 @@ class WriteHooks(Protocol):
 
     def after_write(self, repo: Repository, stored: Stored) -> None: ...
 
+    def after_delete(self, repo: Repository, resource_type: str, id_: str) -> None: ...
+
+    def before_search(self, repo: Repository) -> None: ...
+
+
+class CompositeHooks:
+    """Several hook objects in order; a hook object may implement only some of the methods."""
+
+    def __init__(self, *hooks: object):
+        self.hooks = hooks
+
+    def before_write(self, repo: Repository, resource: dict) -> dict:
+        for h in self.hooks:
+            if hasattr(h, "before_write"):
+                resource = h.before_write(repo, resource)
+        return resource
+
+    def after_write(self, repo: Repository, stored: Stored) -> None:
+        for h in self.hooks:
+            if hasattr(h, "after_write"):
+                h.after_write(repo, stored)
+
+    def after_delete(self, repo: Repository, resource_type: str, id_: str) -> None:
+        for h in self.hooks:
+            if hasattr(h, "after_delete"):
+                h.after_delete(repo, resource_type, id_)
+
+    def before_search(self, repo: Repository) -> None:
+        for h in self.hooks:
+            if hasattr(h, "before_search"):
+                h.before_search(repo)
+
 
 # Statements built once: constructing SQLAlchemy expressions per request costs more than running them.
 _INSERT_RESOURCE = insert(t_resource)
@@ -145,6 +177,11 @@ class Repository:
     def stop_buffering(self) -> None:
         self.flush()
         self._buffer = None
+
+    def before_search(self) -> None:
+        """Called before a search is parsed, so parameters defined elsewhere are known."""
+        if self.hooks is not None:
+            self.hooks.before_search(self)
 
     def _insert(self, statement, rows: list[dict]) -> None:
         if self._buffer is not None:
@@ -412,6 +449,8 @@ class Repository:
             )
         )
         self._reindex(resource_type, id_, None)
+        if self.hooks is not None:
+            self.hooks.after_delete(self, resource_type, id_)
         return version
 
     def history(

@@ -29,6 +29,10 @@ class SubscriptionHooks:
             return active.prepare(resource)
         return resource
 
+    def after_delete(self, repo, resource_type: str, id_: str) -> None:
+        if resource_type == "Subscription":
+            self.subscriptions.invalidate()
+
     def after_write(self, repo, stored) -> None:
         resource = stored.resource
         rtype = resource["resourceType"]
