@@ -45,9 +45,7 @@ def postgres_available() -> str | None:
         return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+def _new_pg_database() -> Iterator[str]:
     reason = postgres_available()
     if reason:
         pytest.skip(reason)
@@ -59,6 +57,18 @@ def pg_database() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    yield from _new_pg_database()
+
+
+@pytest.fixture
+def own_pg_database() -> Iterator[str]:
+    """A PostgreSQL database for one test (no other server's workers touch it)."""
+    yield from _new_pg_database()
 
 
 def make_settings(tmp: Path, database_url: str) -> Settings:

@@ -65,7 +65,17 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     scopes = args.scope or ["user/*.*"]
     ttl = args.ttl or settings.token_ttl_seconds
-    print(issue_token(settings.resolved_secret_key(), args.user, scopes, ttl, SystemClock().now(), list(acct.roles)))
+    token = issue_token(
+        settings.resolved_secret_key(),
+        args.user,
+        scopes,
+        ttl,
+        SystemClock().now(),
+        list(acct.roles),
+        organization=acct.organization_id,
+        practitioner=acct.practitioner_id,
+    )
+    print(token)
     return 0
 
 

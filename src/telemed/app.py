@@ -19,6 +19,7 @@ from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
 from telemed.fhir.http import METHODS, FhirEndpoint
 from telemed.fhir.search.custom import CustomParameters, SearchParameterHooks
+from telemed.fhir.store.access import AccessGrants
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import CompositeHooks, Repository
 from telemed.fhir.subscriptions import websocket
@@ -67,7 +68,9 @@ class Services:
             secret_key=settings.resolved_secret_key(),
             jobs=JobRunner(engine, clock),
             subscriptions=subscriptions,
-            hooks=CompositeHooks(SearchParameterHooks(CustomParameters()), SubscriptionHooks(subscriptions)),
+            hooks=CompositeHooks(
+                SearchParameterHooks(CustomParameters()), AccessGrants(), SubscriptionHooks(subscriptions)
+            ),
             hub=Hub(settings.broker_url),
         )
         base = settings.base_url or f"http://{settings.host}:{settings.port}/fhir"

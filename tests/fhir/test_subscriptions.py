@@ -223,7 +223,7 @@ def test_fan_out_between_instances_through_redis(tmp_path, backend, request):
         redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
     except redis.ConnectionError:
         pytest.skip("Redis is not running on 127.0.0.1:6379")
-    url = f"sqlite:///{tmp_path}/shared.db" if backend == "sqlite" else request.getfixturevalue("pg_database")
+    url = f"sqlite:///{tmp_path}/shared.db" if backend == "sqlite" else request.getfixturevalue("own_pg_database")
     settings = make_settings(tmp_path, url).model_copy(update={"broker_url": "redis://127.0.0.1:6379/0"})
     a, b = Services.from_settings(settings), Services.from_settings(settings)
     upgrade(a.engine)

@@ -38,7 +38,10 @@ resource = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("has_blobs", Boolean, nullable=False, default=False),
     Column("content", Json, nullable=True),
+    # The institution whose user created the resource: its staff may see it (access rules).
+    Column("owner_org", String(64), nullable=True),
     Index("ix_resource_type_updated", "resource_type", "last_updated"),
+    Index("ix_resource_owner_org", "resource_type", "owner_org"),
 )
 
 resource_history = Table(
@@ -130,6 +133,22 @@ search_snapshot = Table(
     Column("ids", Json, nullable=False),
 )
 
+# Who may see a patient's records besides the institution that created them (data, not code):
+# the managing organization, and an expert or institution assigned by an open request.
+access_grant = Table(
+    "access_grant",
+    metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("grantee_kind", String(16), nullable=False),  # organization | practitioner
+    Column("grantee_id", String(64), nullable=False),
+    Column("source", String(140), nullable=False),  # e.g. Patient.managingOrganization, ServiceRequest/123
+    Column("valid_until", DateTime(timezone=True), nullable=True),  # None: while the source says so
+    Index("ix_grant_patient", "patient_id", "grantee_kind", "grantee_id"),
+    Index("ix_grant_grantee", "grantee_kind", "grantee_id", "patient_id"),
+    Index("ix_grant_source", "source"),
+)
+
 account = Table(
     "account",
     metadata,
@@ -140,6 +159,7 @@ account = Table(
     Column("password_hash", String(255), nullable=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("created", DateTime(timezone=True), nullable=False),
+    Column("organization_id", String(64), nullable=True),  # the institution the user works for
 )
 
 # Background jobs (bulk export, reindex): durable, so a restart resumes them.

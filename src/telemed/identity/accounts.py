@@ -20,6 +20,7 @@ def ensure_account(
     roles: list[str],
     now: datetime,
     practitioner_id: str | None = None,
+    organization_id: str | None = None,
 ) -> bool:
     """Create the account unless it exists; True when created (idempotent demo loading)."""
     if get_account(conn, username) is not None:
@@ -33,6 +34,7 @@ def ensure_account(
             password_hash=None,
             active=True,
             created=now,
+            organization_id=organization_id,
         )
     )
     return True

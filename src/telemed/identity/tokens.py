@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import jwt
 
 from telemed.fhir.store.context import AccessContext
+from telemed.identity.policy import clinical_mode
 
 ISSUER = "telemed"
 AUDIENCE = "telemed-fhir"
@@ -22,7 +23,20 @@ class TokenError(Exception):
     """The token is missing, malformed, expired or not signed by us."""
 
 
-def issue_token(secret: str, user: str, scopes: list[str], ttl_seconds: int, now: datetime, roles: list[str]) -> str:
+def issue_token(
+    secret: str,
+    user: str,
+    scopes: list[str],
+    ttl_seconds: int,
+    now: datetime,
+    roles: list[str],
+    *,
+    organization: str | None = None,
+    practitioner: str | None = None,
+    patient: str | None = None,
+) -> str:
+    """A signed access token; the caller's institution and Practitioner travel in it so each
+    request can be checked without a database lookup."""
     claims = {
         "iss": ISSUER,
         "aud": AUDIENCE,
@@ -33,6 +47,9 @@ def issue_token(secret: str, user: str, scopes: list[str], ttl_seconds: int, now
         "exp": int((now + timedelta(seconds=ttl_seconds)).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    for key, value in (("org", organization), ("practitioner", practitioner), ("patient", patient)):
+        if value:
+            claims[key] = value
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -46,4 +63,13 @@ def context_from_token(secret: str, token: str) -> AccessContext:
     except jwt.PyJWTError as exc:
         raise TokenError(f"The access token is invalid ({exc})") from None
     scopes = frozenset(str(claims.get("scope", "")).split()) or frozenset({"user/*.*"})
-    return AccessContext(user=claims["sub"], scopes=scopes, roles=frozenset(claims.get("roles", [])))
+    roles = frozenset(claims.get("roles", []))
+    return AccessContext(
+        user=claims["sub"],
+        scopes=scopes,
+        roles=roles,
+        organization=claims.get("org"),
+        practitioner=claims.get("practitioner"),
+        patient=claims.get("patient"),
+        clinical=clinical_mode(roles),
+    )

@@ -1,15 +1,23 @@
 """Who is calling: the access context every Repository is built with.
 
-The identity issue fills this from the login (institution, roles, consultations); the store asks it
-before every read and write. Today it knows the user and the token's SMART-style scopes
-(``user/*.*``, ``system/Patient.read``, ...).
+Built by the identity layer from the login (see ``telemed.identity.policy``); the store asks it
+before every read and write and turns it into SQL filters (``telemed.fhir.store.access``).
+
+``clinical`` says how much of the patient data the caller may see:
+- ``all``: every patient (platform administrators, the platform itself);
+- ``scoped``: patients whose records the caller's institution holds or was granted, and patients
+  granted to the caller personally (an expert assigned to a consultation);
+- ``self``: only the caller's own Patient record and compartment (patients using the portal);
+- ``none``: no patient data at all (supervisors see statistics, auditors the audit trail).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from telemed.kernel.errors import Category, TelemedError
+
+CLINICAL_MODES = ("all", "scoped", "self", "none")
 
 
 @dataclass(frozen=True)
@@ -17,17 +25,33 @@ class AccessContext:
     user: str
     scopes: frozenset[str] = field(default_factory=lambda: frozenset({"user/*.*"}))
     roles: frozenset[str] = field(default_factory=frozenset)
+    organization: str | None = None  # the caller's institution (Organization id)
+    practitioner: str | None = None  # the caller's Practitioner id
+    patient: str | None = None  # for clinical="self": the caller's own Patient id
+    clinical: str = "scoped"
+    break_glass: str | None = None  # a reason given to open records outside the rules (audited)
 
     @classmethod
     def system(cls) -> AccessContext:
         """The platform itself (migrations, demo loader, jobs)."""
-        return cls(user="system", scopes=frozenset({"system/*.*"}), roles=frozenset({"platform-admin"}))
+        return cls(user="system", scopes=frozenset({"system/*.*"}), roles=frozenset({"platform-admin"}), clinical="all")
+
+    def with_break_glass(self, reason: str) -> AccessContext:
+        return replace(self, break_glass=reason)
+
+    @property
+    def sees_all(self) -> bool:
+        return self.clinical == "all" or self.break_glass is not None
 
     def _allows(self, resource_type: str, mode: str) -> bool:
+        # SMART v1 (read/write/*) and v2 (c r u d s) scope suffixes.
+        v2 = {"read": set("rs"), "write": set("cud")}[mode]
         for scope in self.scopes:
             _, _, rest = scope.partition("/")
             rtype, _, access = rest.partition(".")
-            if rtype in ("*", resource_type) and access in ("*", mode):
+            if rtype not in ("*", resource_type):
+                continue
+            if access in ("*", mode) or (access and set(access) <= set("cruds") and v2 & set(access)):
                 return True
         return False
 

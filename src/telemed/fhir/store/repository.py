@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 import jsonpatch
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from telemed.db.jobs import JobRunner
@@ -25,6 +25,7 @@ from telemed.db.schema import INDEX_TABLES
 from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
 from telemed.fhir.search.index import index_rows
+from telemed.fhir.store import access
 from telemed.fhir.store.attachments import externalize, rehydrate
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.validation import Validator, validator
@@ -248,7 +249,7 @@ class Repository:
             "content": stored,
         }
         if insert_row:
-            self._insert(_INSERT_RESOURCE, [row])
+            self._insert(_INSERT_RESOURCE, [{**row, "owner_org": self.context.organization}])
         else:
             result = self.conn.execute(
                 _UPDATE_RESOURCE, {**row, "b_type": resource_type, "b_id": id_, "b_prev": version - 1}
@@ -284,6 +285,48 @@ class Repository:
         self.flush()
         return self.conn.execute(_SELECT_CURRENT, {"b_type": resource_type, "b_id": id_}).first()
 
+    def _visible(self, resource_type: str, id_: str) -> bool:
+        """Whether the caller may see this resource (access rules); unknown resources are not visible."""
+        clause = access.visibility(t_resource, resource_type, self.context, self.clock.now())
+        if clause is None:
+            return True
+        self.flush()
+        q = select(t_resource.c.id).where(t_resource.c.resource_type == resource_type, t_resource.c.id == id_, clause)
+        return self.conn.execute(q).first() is not None
+
+    def _history_visibility(self, resource_type: str | None):
+        """Type/system history shows only the versions of resources the caller may see now."""
+        if self.context.sees_all:
+            return None
+        now = self.clock.now()
+        types = [resource_type] if resource_type else sorted(access.clinical_types())
+        clauses = []
+        for rt in types:
+            clause = access.visibility(t_resource, rt, self.context, now)
+            if clause is None:
+                continue
+            visible = select(t_resource.c.id).where(t_resource.c.resource_type == rt, clause)
+            clauses.append(and_(t_history.c.resource_type == rt, t_history.c.id.in_(visible)))
+        if resource_type is not None:
+            return clauses[0] if clauses else None
+        return or_(t_history.c.resource_type.not_in(sorted(access.clinical_types())), *clauses)
+
+    def _require_visible(self, resource_type: str, id_: str) -> None:
+        if not self._visible(resource_type, id_):
+            raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} is not known")
+
+    def _require_patients_visible(self, resource: dict) -> None:
+        """Writing a clinical record needs access to its patient(s); otherwise it looks missing."""
+        if self.context.sees_all or not access.is_clinical(resource["resourceType"]):
+            return
+        if self.context.clinical == "none":
+            raise TelemedError(Category.FORBIDDEN, "This account may not write patient records")
+        for pid in access.patients_of(resource):
+            if resource["resourceType"] == "Patient" and not self.exists("Patient", pid):
+                continue  # creating a new patient
+            if not self._visible("Patient", pid):
+                raise TelemedError(Category.NOT_FOUND, f"Patient/{pid} is not known")
+
     def _load(self, content: dict, has_blobs: bool) -> dict:
         return rehydrate(content, self.blobs) if has_blobs else content
 
@@ -308,6 +351,7 @@ class Repository:
         self._check_type(resource_type)
         self.context.require(resource_type, "write")
         body = self._validate(resource, resource_type)
+        self._require_patients_visible(body)
         now = self.clock.now()
         new = assigned_id or self.ids()
         stored = self._write_version(body, resource_type, new, 1, now, "POST", insert_row=True)
@@ -319,7 +363,7 @@ class Repository:
         self._check_type(resource_type)
         self.context.require(resource_type, "read")
         row = self._current(resource_type, id_)
-        if row is None:
+        if row is None or not self._visible(resource_type, id_):
             raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} is not known")
         if row.deleted:
             raise TelemedError(
@@ -339,7 +383,7 @@ class Repository:
         self.context.require(resource_type, "read")
         if not version_id.isdigit():
             raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} has no version {version_id!r}")
-        self.flush()
+        self._require_visible(resource_type, id_)
         row = self.conn.execute(
             select(t_history).where(
                 t_history.c.resource_type == resource_type,
@@ -369,6 +413,9 @@ class Repository:
             raise incorrect(f"{id_!r} is not a valid FHIR id", f"{resource_type}.id")
         now = self.clock.now()
         row = self._current(resource_type, id_)
+        if row is not None:
+            self._require_visible(resource_type, id_)
+        self._require_patients_visible(body)
         if row is None:
             if if_match is not None:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
@@ -408,6 +455,7 @@ class Repository:
         if patched.get("id") != id_ or patched.get("resourceType") != resource_type:
             raise TelemedError(Category.UNPROCESSABLE, "A patch must not change resourceType or id")
         body = self._validate(patched, resource_type)
+        self._require_patients_visible(body)
         now = self.clock.now()
         return self._write_version(body, resource_type, id_, current.version_id + 1, now, "PATCH", insert_row=False)
 
@@ -419,6 +467,8 @@ class Repository:
         self._check_type(resource_type)
         self.context.require(resource_type, "write")
         row = self._current(resource_type, id_)
+        if row is not None and not self._visible(resource_type, id_):
+            row = None  # another institution's record: exactly as if it did not exist
         if row is None or row.deleted:
             if if_match is not None and row is None:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
@@ -473,7 +523,12 @@ class Repository:
         if resource_type is not None:
             q = q.where(t_history.c.resource_type == resource_type)
         if id_ is not None:
+            self._require_visible(resource_type, id_)
             q = q.where(t_history.c.id == id_)
+        else:
+            limit = self._history_visibility(resource_type)
+            if limit is not None:
+                q = q.where(limit)
         if since is not None:
             q = q.where(t_history.c.last_updated >= since)
         if before_seq is not None:

@@ -7,6 +7,7 @@ on the referenced type; ``_has`` nests one on the referring type.
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 
 from sqlalchemy import and_, false, func, not_, or_, select, true
@@ -17,6 +18,8 @@ from telemed.db.schema import resource as t_resource
 from telemed.fhir.definitions import load
 from telemed.fhir.search.query import Filter, Query
 from telemed.fhir.search.types import composite, date, number, quantity, reference, string, token, uri
+from telemed.fhir.store import access
+from telemed.fhir.store.context import AccessContext
 
 CONDITIONS = {
     "string": string.condition,
@@ -123,9 +126,15 @@ def compartment_clause(res, rt: str, compartment: tuple[str, str]) -> ColumnElem
     return or_(*clauses) if clauses else false()
 
 
-def base_select(q: Query, base_url: str, res=None):
+def base_select(q: Query, base_url: str, res=None, ctx: AccessContext | None = None, now: datetime | None = None):
+    """The resource table (or ``res``) and the WHERE conditions of ``q``, limited to what ``ctx``
+    may see (the access rules of :mod:`telemed.fhir.store.access`)."""
     res = res if res is not None else t_resource
     conds = [res.c.resource_type == q.resource_type, res.c.deleted.is_(False)]
+    if ctx is not None:
+        limit = access.visibility(res, q.resource_type, ctx, now)
+        if limit is not None:
+            conds.append(limit)
     conds += [filter_clause(res, f, base_url) for f in q.filters]
     if q.compartment is not None:
         conds.append(compartment_clause(res, q.resource_type, q.compartment))

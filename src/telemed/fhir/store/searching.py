@@ -19,7 +19,7 @@ from telemed.db.schema import INDEX_TABLES, search_snapshot
 from telemed.db.schema import resource as t_resource
 from telemed.fhir.search.query import Include, Query
 from telemed.fhir.search.registry import registry
-from telemed.fhir.store import search_sql
+from telemed.fhir.store import access, search_sql
 from telemed.fhir.store.repository import Repository, Stored
 from telemed.kernel.errors import Category, TelemedError
 
@@ -43,19 +43,21 @@ def _load(repo: Repository, rows) -> list[Stored]:
 
 
 def _fetch_ordered(repo: Repository, rt: str, ids: list[str]) -> list[Stored]:
+    """Resources by id in the given order, skipping deleted ones and those the caller may not see
+    (so ``_include`` and snapshot pages never leak)."""
     if not ids:
         return []
-    rows = repo.conn.execute(
-        select(t_resource).where(
-            t_resource.c.resource_type == rt, t_resource.c.id.in_(ids), t_resource.c.deleted.is_(False)
-        )
-    ).all()
+    conds = [t_resource.c.resource_type == rt, t_resource.c.id.in_(ids), t_resource.c.deleted.is_(False)]
+    limit = access.visibility(t_resource, rt, repo.context, repo.clock.now())
+    if limit is not None:
+        conds.append(limit)
+    rows = repo.conn.execute(select(t_resource).where(*conds)).all()
     by_id = {r.id: r for r in rows}
     return _load(repo, [by_id[i] for i in ids if i in by_id])
 
 
 def _count(repo: Repository, q: Query, base_url: str, cap: int | None) -> int:
-    res, conds = search_sql.base_select(q, base_url)
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
     inner = select(res.c.id).where(*conds)
     if cap is not None:
         inner = inner.limit(cap + 1)
@@ -66,7 +68,7 @@ def find_ids(repo: Repository, q: Query, base_url: str = "", limit: int | None =
     repo.flush()
     repo._check_type(q.resource_type)
     repo.context.require(q.resource_type, "read")
-    res, conds = search_sql.base_select(q, base_url)
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
     stmt = select(res.c.id).where(*conds).order_by(res.c.id)
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -95,7 +97,7 @@ def search(repo: Repository, q: Query, base_url: str) -> SearchResult:
 
 
 def _keyset_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
-    res, conds = search_sql.base_select(q, base_url)
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
     if q.cursor:
         conds.append(res.c.id > q.cursor)
     stmt = select(res).where(*conds).order_by(res.c.id).limit(q.count + 1)
@@ -117,7 +119,7 @@ def _sorted_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
             raise TelemedError(Category.GONE, "This search page has expired; run the search again")
         ids, total = list(snap.ids), (snap.total if snap.total >= 0 else None)
     else:
-        res, conds = search_sql.base_select(q, base_url)
+        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
         stmt = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(SNAPSHOT_CAP + 1)
         ids = [r.id for r in repo.conn.execute(stmt)]
         total = len(ids) if len(ids) <= SNAPSHOT_CAP else None
@@ -233,7 +235,7 @@ def search_types(
         if cursor and rt < after_type:
             continue
         repo.context.require(rt, "read")
-        res, conds = search_sql.base_select(q, base_url)
+        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
         if cursor and rt == after_type:
             conds.append(res.c.id > after_id)
         rows = repo.conn.execute(select(res).where(*conds).order_by(res.c.id).limit(count + 1 - len(page))).all()

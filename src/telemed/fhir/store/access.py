@@ -1,0 +1,182 @@
+"""Patient-data access rules, enforced in the store on every read, search, include, history and write.
+
+A resource is *clinical* when it is a Patient or belongs to the Patient compartment (R4
+CompartmentDefinition patient); everything else (institutions, practitioners, terminology) is
+directory data that every authenticated user may read. For a ``scoped`` caller a clinical
+resource is visible when:
+
+1. it was created by a user of the caller's institution (``resource.owner_org``), or
+2. its patient is granted to the caller's institution or to the caller personally
+   (``access_grant``: the managing organization; the performer of an open request such as a
+   teleconsultation ServiceRequest, and for a follow-up period after it closes).
+
+Anything else is answered exactly like a resource that does not exist (404), so the existence of
+another institution's patient is never confirmed. Grants are maintained here from the resources
+themselves (Patient.managingOrganization, ServiceRequest.performer), as data an administrator can
+query, not as conditionals in routes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import cache
+
+from sqlalchemy import and_, delete, false, insert, or_, select
+
+from telemed.db.schema import access_grant as t_grant
+from telemed.db.schema import idx_reference
+from telemed.fhir.definitions import load
+from telemed.fhir.store.context import AccessContext
+
+OPEN_REQUEST = {"draft", "active", "on-hold"}
+FOLLOW_UP = timedelta(days=30)
+
+
+@cache
+def clinical_types() -> frozenset[str]:
+    return frozenset({"Patient", *load().patient_compartment})
+
+
+def is_clinical(resource_type: str) -> bool:
+    return resource_type in clinical_types()
+
+
+def _compartment_codes(resource_type: str) -> list[str]:
+    return [c for c in load().patient_compartment.get(resource_type, []) if c != "{def}"]
+
+
+def granted_patients(ctx: AccessContext, now: datetime):
+    """SELECT of the patient ids granted to the caller (institution or personally), valid now."""
+    grantees = []
+    if ctx.organization:
+        grantees.append(and_(t_grant.c.grantee_kind == "organization", t_grant.c.grantee_id == ctx.organization))
+    if ctx.practitioner:
+        grantees.append(and_(t_grant.c.grantee_kind == "practitioner", t_grant.c.grantee_id == ctx.practitioner))
+    if not grantees:
+        return None
+    return select(t_grant.c.patient_id).where(
+        or_(*grantees), or_(t_grant.c.valid_until.is_(None), t_grant.c.valid_until > now)
+    )
+
+
+def visibility(res, resource_type: str, ctx: AccessContext, now: datetime):
+    """A WHERE clause limiting ``res`` (the resource table or an alias) to what ``ctx`` may see;
+    None when no limit applies."""
+    if not is_clinical(resource_type) or ctx.sees_all:
+        return None
+    if ctx.clinical == "none":
+        return false()
+    if ctx.clinical == "self":
+        patients = [ctx.patient] if ctx.patient else []
+        granted = None
+        own = false()
+    else:
+        patients = []
+        granted = granted_patients(ctx, now)
+        own = res.c.owner_org == ctx.organization if ctx.organization else false()
+    if resource_type == "Patient":
+        conds = [own]
+        if patients:
+            conds.append(res.c.id.in_(patients))
+        if granted is not None:
+            conds.append(res.c.id.in_(granted))
+        return or_(*conds)
+    codes = _compartment_codes(resource_type)
+    ref = idx_reference.alias()
+    targets = []
+    if patients:
+        targets.append(ref.c.target_id.in_(patients))
+    if granted is not None:
+        targets.append(ref.c.target_id.in_(granted))
+    if not targets or not codes:
+        return own
+    via_patient = res.c.id.in_(
+        select(ref.c.resource_id).where(
+            ref.c.resource_type == resource_type,
+            ref.c.code.in_(codes),
+            ref.c.target_type == "Patient",
+            or_(*targets),
+        )
+    )
+    return or_(own, via_patient)
+
+
+def patients_of(resource: dict) -> set[str]:
+    """The Patient ids a resource belongs to (its Patient compartment memberships)."""
+    from telemed.fhir.search.index import index_rows
+
+    rt = resource["resourceType"]
+    if rt == "Patient":
+        return {resource["id"]} if resource.get("id") else set()
+    codes = set(_compartment_codes(rt))
+    return {
+        r["target_id"]
+        for r in index_rows(resource).get("reference", [])
+        if r["code"] in codes and r.get("target_type") == "Patient" and r.get("target_id")
+    }
+
+
+class AccessGrants:
+    """Repository write hooks that keep ``access_grant`` in step with the resources that imply it."""
+
+    def __init__(self, follow_up: timedelta = FOLLOW_UP):
+        self.follow_up = follow_up
+
+    def after_write(self, repo, stored) -> None:
+        r = stored.resource
+        if r["resourceType"] == "Patient":
+            self._replace(repo, f"Patient/{r['id']}", r["id"], self._managing(r), None)
+        elif r["resourceType"] == "ServiceRequest":
+            self._service_request(repo, r, stored.last_updated)
+
+    def after_delete(self, repo, resource_type: str, id_: str) -> None:
+        if resource_type in ("Patient", "ServiceRequest"):
+            repo.conn.execute(delete(t_grant).where(t_grant.c.source == f"{resource_type}/{id_}"))
+
+    @staticmethod
+    def _managing(patient: dict) -> list[tuple[str, str]]:
+        ref = (patient.get("managingOrganization") or {}).get("reference", "")
+        return [("organization", ref.split("/", 1)[1])] if ref.startswith("Organization/") else []
+
+    def _service_request(self, repo, sr: dict, now: datetime) -> None:
+        subject = (sr.get("subject") or {}).get("reference", "")
+        if not subject.startswith("Patient/"):
+            return
+        grantees = []
+        for perf in sr.get("performer", []):
+            kind, _, pid = (perf.get("reference") or "").partition("/")
+            if kind == "Practitioner":
+                grantees.append(("practitioner", pid))
+            elif kind == "Organization":
+                grantees.append(("organization", pid))
+            elif kind == "PractitionerRole":
+                row = repo._current("PractitionerRole", pid)
+                practitioner = ((row.content or {}).get("practitioner") or {}).get("reference", "") if row else ""
+                if practitioner.startswith("Practitioner/"):
+                    grantees.append(("practitioner", practitioner.split("/", 1)[1]))
+        status = sr.get("status")
+        if status in OPEN_REQUEST:
+            until = None
+        elif status == "entered-in-error":
+            until = now
+        else:  # completed / revoked: follow-up questions remain possible for a while
+            until = now + self.follow_up
+        self._replace(repo, f"ServiceRequest/{sr['id']}", subject.split("/", 1)[1], grantees, until)
+
+    @staticmethod
+    def _replace(repo, source: str, patient_id: str, grantees: list[tuple[str, str]], until) -> None:
+        repo.conn.execute(delete(t_grant).where(t_grant.c.source == source))
+        if grantees:
+            repo.conn.execute(
+                insert(t_grant),
+                [
+                    {
+                        "patient_id": patient_id,
+                        "grantee_kind": k,
+                        "grantee_id": g,
+                        "source": source,
+                        "valid_until": until,
+                    }
+                    for k, g in grantees
+                ],
+            )
