@@ -79,6 +79,23 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(settings: Settings, _args: argparse.Namespace) -> int:
+    from telemed.db.engine import make_engine
+    from telemed.fhir.store.audit import seal, verify
+    from telemed.kernel.clock import SystemClock
+
+    engine = make_engine(settings.database_url)
+    sealed = seal(engine, SystemClock())
+    result = verify(engine)
+    if result.ok:
+        print(
+            f"audit trail intact: {result.checked} events verified ({sealed} newly sealed, {result.unsealed} pending)"
+        )
+        return 0
+    print(f"audit trail BROKEN: {result.problem}")
+    return 1
+
+
 def _check(settings: Settings, _args: argparse.Namespace) -> int:
     from telemed.db.engine import make_engine
     from telemed.db.migrate import is_current
@@ -116,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--ttl", type=int, help="lifetime in seconds")
     t.set_defaults(func=_token)
     sub.add_parser("check", help="print configuration problems").set_defaults(func=_check)
+    p = sub.add_parser("audit", help="the audit trail")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    asub.add_parser("verify", help="check the hash chain; report the first broken link").set_defaults(
+        func=_audit_verify
+    )
     args = parser.parse_args(argv)
     return args.func(Settings(), args)
 

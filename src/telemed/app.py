@@ -20,6 +20,7 @@ from telemed.db.migrate import is_current
 from telemed.fhir.http import METHODS, FhirEndpoint
 from telemed.fhir.search.custom import CustomParameters, SearchParameterHooks
 from telemed.fhir.store.access import AccessGrants
+from telemed.fhir.store.audit import Sealer
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import CompositeHooks, Repository
 from telemed.fhir.subscriptions import websocket
@@ -53,6 +54,7 @@ class Services:
     hooks: CompositeHooks
     hub: Hub
     dispatcher: Dispatcher | None = None
+    sealer: Sealer | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None, ids: IdGenerator | None = None) -> Services:
@@ -76,6 +78,7 @@ class Services:
         base = settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
         services.dispatcher = Dispatcher(engine, clock, subscriptions, services.hub.publish, services.repository, base)
         dispatcher = services.dispatcher
+        services.sealer = Sealer(engine, clock)
 
         # Outbox rows become deliverable when their transaction commits: wake the dispatcher then.
         @event.listens_for(engine, "commit")
@@ -107,8 +110,10 @@ class Services:
         self.jobs.start()
         self.hub.start(loop)
         self.dispatcher.start()
+        self.sealer.start()
 
     def stop_background(self) -> None:
+        self.sealer.stop()
         self.dispatcher.stop()
         self.hub.stop()
         self.jobs.stop()
@@ -177,6 +182,7 @@ def create_app(services: Services) -> FastAPI:
         services.settings.max_body_bytes,
         services.settings.base_url,
         websocket=websocket.endpoint(services.hub, services.authenticate_token, services.can_bind),
+        clock=services.clock,
     )
     app.add_route("/fhir", fhir.handle, methods=METHODS)  # the base URL without a trailing slash
     app.mount("/fhir", fhir.router(), name="fhir")

@@ -65,6 +65,8 @@ def _one_per_type() -> list[str]:
     for name, resource in examples().items():
         if name in KNOWN_INVALID or len(json.dumps(resource)) > 200_000:
             continue
+        if resource["resourceType"] == "AuditEvent":
+            continue  # the audit trail is written by the platform only (POST is 405)
         chosen.setdefault(resource["resourceType"], name)
     return sorted(chosen.values())
 
@@ -80,7 +82,7 @@ def _strip(resource: dict) -> dict:
 @needs_examples
 def test_one_example_of_every_type_round_trips(client):
     names = _one_per_type()
-    assert len(names) >= 140  # R4 has 145 concrete resource types with examples
+    assert len(names) >= 139  # every R4 resource type with an example, less AuditEvent
     for name in names:
         original = examples()[name]
         rtype = original["resourceType"]

@@ -197,3 +197,33 @@ subscription_outbox = Table(
     Column("last_error", String(1024), nullable=True),
     Index("ix_outbox_due", "status", "next_attempt"),
 )
+
+# The audit trail: append-only (triggers reject UPDATE/DELETE), hash-chained by the sealer.
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("seq", SeqId, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("recorded", DateTime(timezone=True), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("organization", String(64), nullable=True),
+    Column("patient", String(64), nullable=True),
+    Column("action", String(1), nullable=False),  # C R U D E (R4 AuditEvent.action)
+    Column("interaction", String(40), nullable=False),
+    Column("outcome", String(2), nullable=False),  # 0 success, 4 minor failure, 8 serious failure
+    Column("break_glass", String(512), nullable=True),
+    Column("content", Json, nullable=False),  # the FHIR AuditEvent
+    Column("content_hash", String(64), nullable=False),
+    Index("ix_audit_recorded", "recorded"),
+    Index("ix_audit_user", "username", "recorded"),
+    Index("ix_audit_patient", "patient", "recorded"),
+    Index("ix_audit_org", "organization", "recorded"),
+)
+
+audit_seal = Table(
+    "audit_seal",
+    metadata,
+    Column("seq", SeqId, primary_key=True),  # audit_event.seq
+    Column("chain_hash", String(64), nullable=False),  # sha256(previous chain_hash | seq | content_hash)
+    Column("sealed", DateTime(timezone=True), nullable=False),
+)

@@ -20,8 +20,10 @@ from telemed.db.engine import unit_of_work
 from telemed.fhir.rest.dispatch import dispatch
 from telemed.fhir.rest.outcome import information, operation_outcome
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
+from telemed.fhir.store import audit
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
+from telemed.kernel.clock import Clock, SystemClock
 from telemed.kernel.errors import Category, Issue, TelemedError
 
 log = logging.getLogger("telemed.fhir")
@@ -61,6 +63,48 @@ def _render(resource: dict | None, status: int, headers: dict[str, str], media: 
     return Response(body, status, headers, media_type=f"{media}; charset=utf-8" if resource is not None else None)
 
 
+def _break_glass(request: Request, context: AccessContext) -> AccessContext:
+    """``X-Break-Glass-Reason: <why>`` opens records outside the rules for this request only;
+    the reason is recorded on the request's AuditEvent (purposeOfEvent BTG) for the auditor."""
+    reason = request.headers.get("x-break-glass-reason", "").strip()
+    if not reason:
+        return context
+    if context.clinical != "scoped":
+        raise TelemedError(Category.FORBIDDEN, "Break-glass access is only available to clinical staff")
+    if len(reason) < 4:
+        raise TelemedError(Category.INCORRECT, "Break-glass access needs a reason (X-Break-Glass-Reason)")
+    return context.with_break_glass(reason)
+
+
+def audit_record(req: FhirRequest, interaction: str, outcome: str, resource: dict | None) -> audit.AuditRecord:
+    parts = [p for p in req.path.split("/") if p]
+    entity = None
+    if len(parts) >= 2 and not parts[1].startswith(("_", "$")):
+        entity = f"{parts[0]}/{parts[1]}"
+    elif resource is not None and resource.get("id") and interaction in ("create", "update"):
+        entity = f"{resource['resourceType']}/{resource['id']}"
+    elif parts:
+        entity = parts[0]
+    patient = None
+    if resource is not None:
+        if resource.get("resourceType") == "Patient":
+            patient = resource.get("id")
+        else:
+            for key in ("subject", "patient"):
+                ref = (resource.get(key) or {}).get("reference", "") if isinstance(resource.get(key), dict) else ""
+                if ref.startswith("Patient/"):
+                    patient = ref.split("/", 1)[1]
+                    break
+    if patient is None:
+        if parts[:1] == ["Patient"] and len(parts) >= 2 and not parts[1].startswith(("_", "$")):
+            patient = parts[1]
+        for name, value in req.params:
+            if name.split(":")[0] in ("subject", "patient") and "Patient/" in value:
+                patient = value.split("Patient/", 1)[1].split(",")[0]
+    query = "&".join(f"{k}={v}" for k, v in req.params) if req.params else None
+    return audit.AuditRecord(interaction, outcome, entity, query, patient[:64] if patient else None)
+
+
 def error_response(error: TelemedError, media: str = FHIR_JSON, pretty: bool = False) -> Response:
     headers = dict(error.headers)
     if error.category is Category.UNAUTHENTICATED:
@@ -79,6 +123,7 @@ class FhirEndpoint:
         max_body_bytes: int,
         base_url: str | None = None,
         websocket=None,
+        clock: Clock | None = None,
     ):
         self.engine = engine
         self.authenticate = authenticate
@@ -86,6 +131,7 @@ class FhirEndpoint:
         self.max_body_bytes = max_body_bytes
         self.base_url = base_url
         self.websocket = websocket
+        self.clock = clock or SystemClock()
 
     def router(self) -> Router:
         routes = [Route("/{path:path}", self.handle, methods=METHODS)]
@@ -138,10 +184,17 @@ class FhirEndpoint:
         return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
 
     def _run(self, req: FhirRequest, context: AccessContext) -> FhirResponse:
-        write = req.method not in ("GET", "HEAD")
+        # Every request writes its AuditEvent. SQLite must then take the write lock up front
+        # (BEGIN IMMEDIATE): upgrading a read transaction later fails under concurrent writers.
+        write = req.method not in ("GET", "HEAD") or self.engine.dialect.name == "sqlite"
         try:
             with unit_of_work(self.engine, write=write) as conn:
-                return dispatch(self.repository(conn, context), req)
+                repo = self.repository(conn, context)
+                resp = dispatch(repo, req)
+                repo.flush()
+                # Same transaction as the action: audited if and only if it happened.
+                audit.record(conn, context, audit_record(req, resp.interaction, "0", resp.resource), repo.clock)
+                return resp
         except IntegrityError:
             raise TelemedError(Category.CONFLICT, "A concurrent request wrote the same resource; retry") from None
         except OperationalError as exc:
@@ -154,9 +207,11 @@ class FhirEndpoint:
     async def handle(self, request: Request) -> Response:
         pretty = request.query_params.get("_pretty") == "true"
         media = FHIR_JSON
+        context = None
         try:
             media = _response_type(request)
             context = self.authenticate(request)
+            context = _break_glass(request, context)
             path = request.path_params.get("path", "")
             body, form = await self._body(request, path)
             params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")]
@@ -171,6 +226,7 @@ class FhirEndpoint:
             resp = await run_in_threadpool(self._run, req, context)
         except TelemedError as exc:
             request.state.interaction = "error"
+            await run_in_threadpool(self._audit_refusal, request, context, exc)
             return error_response(exc, media, pretty)
         except Exception:  # noqa: BLE001 - the protocol boundary: a bug becomes a 500 OperationOutcome
             log.exception("unhandled error in FHIR request")
@@ -194,6 +250,20 @@ class FhirEndpoint:
         if request.method == "HEAD":
             resource = None
         return _render(resource, resp.status, resp.headers, media, pretty)
+
+    def _audit_refusal(self, request: Request, context: AccessContext | None, error: TelemedError) -> None:
+        """Refused and failed requests are audited too, in a transaction of their own."""
+        ctx = context or AccessContext(user="anonymous", clinical="none")
+        outcome = "8" if error.category.status >= 500 else "4"
+        req = FhirRequest(request.method, request.path_params.get("path", ""), list(request.query_params.multi_items()))
+        rec = audit_record(req, f"{request.method.lower()}-refused", outcome, None)
+        rec.description = f"{error.category.status} {error.message}"
+        rec.address = request.client.host if request.client else None
+        try:
+            with unit_of_work(self.engine) as conn:
+                audit.record(conn, ctx, rec, self.clock)
+        except Exception:  # noqa: BLE001 - a database outage must not turn a 404 into a 500
+            log.exception("could not audit a refused request")
 
     @staticmethod
     def _raw_binary(request: Request, resource: dict) -> bytes | None:

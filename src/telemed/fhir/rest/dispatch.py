@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telemed.fhir.rest import bundles, interactions, listing
+from telemed.fhir.rest import audit_events, bundles, interactions, listing
 from telemed.fhir.rest.capability import capability_statement
 from telemed.fhir.rest.operations import everything, export, reindex
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
@@ -75,6 +75,10 @@ def dispatch(repo: Repository, req: FhirRequest) -> FhirResponse:
         raise _not_allowed(req, "GET, POST")
     if head.startswith("$") or (len(parts) > 1 and parts[-1].startswith("$")):
         raise TelemedError(Category.NOT_IMPLEMENTED, f"The operation {parts[-1]!r} is not supported")
+    if head == "AuditEvent" and len(parts) <= 2:
+        if m != "GET":
+            raise _not_allowed(req, "GET")
+        return audit_events.read(repo, req, parts[1]) if len(parts) == 2 else audit_events.search(repo, req)
     rtype = _known_type(repo, head)
     if len(parts) == 1:
         if m == "GET":
