@@ -30,7 +30,7 @@ EXPECTED = {
     "Patient": 30,
     "Condition": 20,
     "Observation": 40,
-    "account": 1,
+    "account": 45,  # 40 practitioners + admin, qc, triage, auditor, supervisor
 }
 
 

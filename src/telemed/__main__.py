@@ -48,6 +48,13 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             return 0
     counts = load_demo(services)
     print("demo network: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    from telemed.demo.loader import DEMO_PASSWORD, demo_accounts
+
+    accounts = demo_accounts()
+    print(f"demo users (password {DEMO_PASSWORD!r}, two-factor off in demo mode):")
+    for username, name, roles, org, _ in accounts[:8]:
+        print(f"  {username:<12} {name:<10} {','.join(roles):<32} {org or ''}")
+    print(f"  ... and {len(accounts) - 8} more: every demo practitioner logs in with its id (prac-001 ...)")
     return 0
 
 

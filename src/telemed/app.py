@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -28,7 +29,9 @@ from telemed.fhir.subscriptions.active import ActiveSubscriptions
 from telemed.fhir.subscriptions.delivery import Dispatcher
 from telemed.fhir.subscriptions.matcher import OUTBOX_FLAG, SubscriptionHooks
 from telemed.fhir.subscriptions.websocket import Hub
-from telemed.identity import TokenError, context_from_token
+from telemed.identity import TokenError, context_from_token, tokens
+from telemed.identity import api as auth_api
+from telemed.identity.revocation import Revocations
 from telemed.kernel.blobs import BlobStore, open_blob_store
 from telemed.kernel.clock import Clock, SystemClock
 from telemed.kernel.errors import Category, TelemedError
@@ -54,6 +57,7 @@ class Services:
     hooks: CompositeHooks
     hub: Hub
     dispatcher: Dispatcher | None = None
+    revocations: Revocations | None = None
     sealer: Sealer | None = None
 
     @classmethod
@@ -79,6 +83,7 @@ class Services:
         services.dispatcher = Dispatcher(engine, clock, subscriptions, services.hub.publish, services.repository, base)
         dispatcher = services.dispatcher
         services.sealer = Sealer(engine, clock)
+        services.revocations = Revocations(engine)
 
         # Outbox rows become deliverable when their transaction commits: wake the dispatcher then.
         @event.listens_for(engine, "commit")
@@ -141,7 +146,7 @@ def register_jobs(services: Services) -> None:
     services.jobs.register("bulk-export", lambda ctx: export.run_export(ctx, services.blobs, services.repository))
 
 
-def _authenticate(secret: str):
+def _authenticate(services: Services):
     def authenticate(request: Request) -> AccessContext:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -149,14 +154,18 @@ def _authenticate(secret: str):
             raise TelemedError(
                 Category.UNAUTHENTICATED, "A bearer access token is required (Authorization: Bearer ...)"
             )
+        invalid = {"WWW-Authenticate": 'Bearer realm="telemed", error="invalid_token"'}
         try:
-            return context_from_token(secret, token.strip())
+            claims = tokens.decode(services.secret_key, token.strip())
         except TokenError as exc:
-            raise TelemedError(
-                Category.UNAUTHENTICATED,
-                str(exc),
-                headers={"WWW-Authenticate": 'Bearer realm="telemed", error="invalid_token"'},
-            ) from None
+            raise TelemedError(Category.UNAUTHENTICATED, str(exc), headers=invalid) from None
+        try:
+            valid = services.revocations.is_valid(claims)
+        except OperationalError:
+            raise TelemedError(Category.UNAVAILABLE, "The database is unavailable; retry shortly") from None
+        if not valid:
+            raise TelemedError(Category.UNAUTHENTICATED, "The access token was revoked", headers=invalid)
+        return tokens.context_from_claims(claims)
 
     return authenticate
 
@@ -177,13 +186,26 @@ def create_app(services: Services) -> FastAPI:
     metrics = Metrics()
     fhir = FhirEndpoint(
         services.engine,
-        _authenticate(services.secret_key),
+        _authenticate(services),
         services.repository,
         services.settings.max_body_bytes,
         services.settings.base_url,
         websocket=websocket.endpoint(services.hub, services.authenticate_token, services.can_bind),
         clock=services.clock,
     )
+    app.include_router(auth_api.router)
+
+    @app.exception_handler(TelemedError)
+    async def problem_details(_request: Request, exc: TelemedError) -> JSONResponse:
+        """Errors under /api as RFC 9457 problem details (the FHIR endpoint renders OperationOutcomes)."""
+        body = {
+            "type": "about:blank",
+            "title": exc.category.name.replace("_", " ").lower(),
+            "status": exc.category.status,
+        }
+        body["detail"] = exc.message
+        return JSONResponse(body, exc.category.status, headers=exc.headers, media_type="application/problem+json")
+
     app.add_route("/fhir", fhir.handle, methods=METHODS)  # the base URL without a trailing slash
     app.mount("/fhir", fhir.router(), name="fhir")
 

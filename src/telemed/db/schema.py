@@ -160,6 +160,22 @@ account = Table(
     Column("active", Boolean, nullable=False, default=True),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("organization_id", String(64), nullable=True),  # the institution the user works for
+    Column("password_history", Json, nullable=True),  # previous hashes (no reuse)
+    Column("password_changed", DateTime(timezone=True), nullable=True),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_enabled", Boolean, nullable=False, default=False),
+    Column("recovery_codes", Json, nullable=True),  # hashes of unused one-time recovery codes
+    Column("tokens_valid_after", DateTime(timezone=True), nullable=True),  # "log out everywhere"
+)
+
+# Access tokens withdrawn before they expire (logout, revocation).
+revoked_token = Table(
+    "revoked_token",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires", DateTime(timezone=True), nullable=False, index=True),
 )
 
 # Background jobs (bulk export, reindex): durable, so a restart resumes them.

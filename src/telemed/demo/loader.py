@@ -18,6 +18,7 @@ from telemed.demo.network import ACCOUNTS, build_network
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.identity import ensure_account
+from telemed.identity.passwords import hash_password
 
 # The order of the counts (also the order resources are written in).
 RESOURCE_TYPES = (
@@ -57,9 +58,42 @@ def load_demo(services: DemoServices) -> dict[str, int]:
             repo.update(rtype, id_, res)
             counts[rtype] = counts.get(rtype, 0) + 1
         now = services.clock.now()
-        for username, display_name, roles in ACCOUNTS:
-            counts["account"] += ensure_account(conn, username, display_name, roles, now)
+        password = hash_password(DEMO_PASSWORD)
+        for username, display_name, roles, org, practitioner in demo_accounts():
+            counts["account"] += ensure_account(
+                conn, username, display_name, roles, now, practitioner, org, password_hash=password
+            )
     return counts
+
+
+# Printed by ``telemed demo``; demo mode only (production accounts get their own passwords).
+DEMO_PASSWORD = "Telemed-Demo-2026"
+_SPECIALTY_ROLES = {"394914008": "radiologist", "394915009": "pathologist", "394579002": "ecg-reader"}
+
+
+def demo_accounts() -> list[tuple[str, str, list[str], str | None, str | None]]:
+    """(user name, display name, roles, institution, practitioner) for every demo practitioner,
+    plus the platform's own staff. Experts work at the province and city centres, requesting
+    doctors at county hospitals and township clinics."""
+    out = [(u, name, roles, "org-province" if u != "admin" else None, None) for u, name, roles in ACCOUNTS]
+    out += [
+        ("qc", "质控员", ["qc-officer"], "org-province", None),
+        ("triage", "分诊调度员", ["triage-officer"], "org-province", None),
+        ("auditor", "审计员", ["auditor"], "org-province", None),
+        ("supervisor", "卫健委监管人员", ["supervisor"], "org-province", None),
+    ]
+    for res in build_network():
+        if res["resourceType"] != "PractitionerRole":
+            continue
+        practitioner = res["practitioner"]["reference"].split("/", 1)[1]
+        org = res["organization"]["reference"].split("/", 1)[1]
+        specialty = res["specialty"][0]["coding"][0]["code"]
+        if org.startswith(("org-province", "org-city")):
+            roles = ["consulting-expert"] + ([_SPECIALTY_ROLES[specialty]] if specialty in _SPECIALTY_ROLES else [])
+        else:
+            roles = ["requesting-doctor"]
+        out.append((practitioner, res["practitioner"].get("display", practitioner), roles, org, practitioner))
+    return out
 
 
 def database_is_empty(services: DemoServices) -> bool:

@@ -21,6 +21,7 @@ def ensure_account(
     now: datetime,
     practitioner_id: str | None = None,
     organization_id: str | None = None,
+    password_hash: str | None = None,
 ) -> bool:
     """Create the account unless it exists; True when created (idempotent demo loading)."""
     if get_account(conn, username) is not None:
@@ -31,7 +32,7 @@ def ensure_account(
             display_name=display_name,
             practitioner_id=practitioner_id,
             roles=roles,
-            password_hash=None,
+            password_hash=password_hash,
             active=True,
             created=now,
             organization_id=organization_id,

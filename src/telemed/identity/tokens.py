@@ -53,15 +53,23 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def context_from_token(secret: str, token: str) -> AccessContext:
+def decode(secret: str, token: str) -> dict:
+    """The verified claims of a token (signature, issuer, audience, expiry); raises TokenError."""
     try:
-        claims = jwt.decode(
+        return jwt.decode(
             token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER, options={"require": ["exp", "sub"]}
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("The access token has expired") from None
     except jwt.PyJWTError as exc:
         raise TokenError(f"The access token is invalid ({exc})") from None
+
+
+def context_from_token(secret: str, token: str) -> AccessContext:
+    return context_from_claims(decode(secret, token))
+
+
+def context_from_claims(claims: dict) -> AccessContext:
     scopes = frozenset(str(claims.get("scope", "")).split()) or frozenset({"user/*.*"})
     roles = frozenset(claims.get("roles", []))
     return AccessContext(

@@ -1,0 +1,110 @@
+"""Logging in (no HTTP here): password, lockout after repeated failures, TOTP or a recovery code.
+
+Clinical roles must use two-factor authentication outside demo mode; a user of such a role who
+has not enrolled yet gets a token that can only enroll (scope ``mfa/enroll``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, update
+
+from telemed.db.schema import account as t_account
+from telemed.identity import passwords, totp
+from telemed.identity.accounts import get_account
+from telemed.identity.policy import clinical_mode
+from telemed.kernel.clock import as_utc
+from telemed.kernel.errors import Category, TelemedError
+
+LOCK_AFTER = 5
+LOCK_FOR = timedelta(minutes=15)
+ENROLL_SCOPE = "mfa/enroll"
+_DUMMY_HASH = passwords.hash_password("not-a-real-password-Xy1!")
+
+
+@dataclass
+class LoginResult:
+    username: str
+    roles: list[str]
+    organization: str | None
+    practitioner: str | None
+    scopes: list[str]
+    mfa_used: bool
+
+
+def _fail(message: str = "Invalid user name or password") -> TelemedError:
+    return TelemedError(Category.UNAUTHENTICATED, message)
+
+
+def mfa_required(roles: list[str], demo: bool) -> bool:
+    return not demo and clinical_mode(roles) in ("scoped", "all", "self")
+
+
+def login(conn: Connection, username: str, password: str, code: str | None, now: datetime, demo: bool) -> LoginResult:
+    acct = get_account(conn, username)
+    if acct is None or not acct.active:
+        passwords.verify_password(_DUMMY_HASH, password)  # same time as a real check: no user enumeration
+        raise _fail()
+    if acct.locked_until is not None and as_utc(acct.locked_until) > now:
+        raise TelemedError(Category.FORBIDDEN, "The account is locked after repeated failed logins; try again later")
+    ok = passwords.verify_password(acct.password_hash, password)
+    mfa_used = False
+    recovery_left = acct.recovery_codes
+    if ok and acct.totp_enabled:
+        if not code:
+            raise _fail("A two-factor code is required")
+        if totp.verify(acct.totp_secret, code):
+            mfa_used = True
+        else:
+            recovery_left = totp.use_recovery_code(acct.recovery_codes, code)
+            ok = recovery_left is not None
+            mfa_used = ok
+    if not ok:
+        raise _fail()
+    values = {"failed_logins": 0, "locked_until": None, "recovery_codes": recovery_left}
+    if passwords.needs_rehash(acct.password_hash):
+        values["password_hash"] = passwords.hash_password(password)
+    conn.execute(update(t_account).where(t_account.c.username == username).values(**values))
+    roles = list(acct.roles)
+    scopes = ["user/*.*"]
+    if mfa_required(roles, demo) and not acct.totp_enabled:
+        scopes = [ENROLL_SCOPE]
+    return LoginResult(username, roles, acct.organization_id, acct.practitioner_id, scopes, mfa_used)
+
+
+def record_failure(conn: Connection, username: str, now: datetime) -> None:
+    """Count a failed login (in a transaction of its own: the login's was rolled back); lock the
+    account for ``LOCK_FOR`` after ``LOCK_AFTER`` failures in a row."""
+    acct = get_account(conn, username)
+    if acct is None:
+        return
+    failures = (acct.failed_logins or 0) + 1
+    values: dict = {"failed_logins": failures}
+    if failures >= LOCK_AFTER:
+        values = {"failed_logins": 0, "locked_until": now + LOCK_FOR}
+    conn.execute(update(t_account).where(t_account.c.username == username).values(**values))
+
+
+def set_password(conn: Connection, username: str, new_password: str, now: datetime) -> None:
+    acct = get_account(conn, username)
+    if acct is None:
+        raise TelemedError(Category.NOT_FOUND, f"No account {username!r}")
+    history = list(acct.password_history or [])
+    if acct.password_hash:
+        history.append(acct.password_hash)
+    problems = passwords.policy_problems(
+        new_password, username, history + ([acct.password_hash] if acct.password_hash else [])
+    )
+    if problems:
+        raise TelemedError(Category.UNPROCESSABLE, "The password is not acceptable: " + "; ".join(problems))
+    conn.execute(
+        update(t_account)
+        .where(t_account.c.username == username)
+        .values(
+            password_hash=passwords.hash_password(new_password),
+            password_history=history[-passwords.HISTORY :],
+            password_changed=now,
+        )
+    )
