@@ -190,6 +190,7 @@ class FhirEndpoint:
         try:
             with unit_of_work(self.engine, write=write) as conn:
                 repo = self.repository(conn, context)
+                repo.base_url = req.base_url
                 resp = dispatch(repo, req)
                 repo.flush()
                 # Same transaction as the action: audited if and only if it happened.

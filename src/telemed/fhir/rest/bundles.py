@@ -96,7 +96,7 @@ def _resolve_conditional_references(repo: Repository, node: object, expr: str) -
         for k, v in node.items():
             if k == "reference" and isinstance(v, str) and "?" in v and not v.startswith(("http", "urn:")):
                 rtype, _, query = v.partition("?")
-                ids = matching_ids(repo, rtype, parse_qsl(query, keep_blank_values=True), "reference")
+                ids = matching_ids(repo, rtype, parse_qsl(query, keep_blank_values=True), "reference", req_base(repo))
                 if len(ids) != 1:
                     raise TelemedError(
                         Category.PRECONDITION_FAILED,
@@ -112,6 +112,10 @@ def _resolve_conditional_references(repo: Repository, node: object, expr: str) -
     return node
 
 
+def req_base(repo: Repository) -> str:
+    return repo.base_url or ""
+
+
 def _allocate_ids(repo: Repository, requests: list[FhirRequest], entries: list[dict]) -> dict[str, str]:
     """Map each ``urn:`` fullUrl to the ``Type/id`` its entry will have, before anything is written."""
     mapping: dict[str, str] = {}
@@ -122,7 +126,9 @@ def _allocate_ids(repo: Repository, requests: list[FhirRequest], entries: list[d
             condition = req.header("if-none-exist")
             existing = []
             if condition:
-                existing = matching_ids(repo, rtype, parse_qsl(condition.lstrip("?"), keep_blank_values=True), "create")
+                existing = matching_ids(
+                    repo, rtype, parse_qsl(condition.lstrip("?"), keep_blank_values=True), "create", req_base(repo)
+                )
                 if len(existing) > 1:
                     raise TelemedError(
                         Category.PRECONDITION_FAILED,
@@ -133,7 +139,7 @@ def _allocate_ids(repo: Repository, requests: list[FhirRequest], entries: list[d
             target = f"{rtype}/{existing[0] if existing else req.assigned_id}"
         elif req.method == "PUT" and req.params:
             rtype = req.path
-            ids = matching_ids(repo, rtype, req.params, "update")
+            ids = matching_ids(repo, rtype, req.params, "update", req_base(repo))
             if len(ids) > 1:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"Bundle.entry[{i}]: criteria match more than one")
             if ids:

@@ -24,8 +24,10 @@ def matching_ids(
     return searching.find_ids(repo, q, base_url, limit=2)
 
 
-def _single_match(repo: Repository, rtype: str, params: list[tuple[str, str]], what: str) -> list[str]:
-    ids = matching_ids(repo, rtype, params, what)
+def _single_match(
+    repo: Repository, rtype: str, params: list[tuple[str, str]], what: str, base_url: str = ""
+) -> list[str]:
+    ids = matching_ids(repo, rtype, params, what, base_url)
     if len(ids) > 1:
         raise TelemedError(
             Category.PRECONDITION_FAILED, f"The criteria of the conditional {what} match more than one {rtype}"
@@ -48,7 +50,9 @@ def vread(repo: Repository, req: FhirRequest, rtype: str, id_: str, vid: str) ->
 def create(repo: Repository, req: FhirRequest, rtype: str) -> FhirResponse:
     condition = req.header("if-none-exist")
     if condition:
-        ids = _single_match(repo, rtype, parse_qsl(condition.lstrip("?"), keep_blank_values=True), "create")
+        ids = _single_match(
+            repo, rtype, parse_qsl(condition.lstrip("?"), keep_blank_values=True), "create", req.base_url
+        )
         if ids:
             resp = stored_response(repo.read(rtype, ids[0]), 200, "create", req.base_url, location=True)
             return resp
@@ -63,7 +67,7 @@ def update(repo: Repository, req: FhirRequest, rtype: str, id_: str) -> FhirResp
 
 
 def conditional_update(repo: Repository, req: FhirRequest, rtype: str) -> FhirResponse:
-    ids = _single_match(repo, rtype, req.params, "update")
+    ids = _single_match(repo, rtype, req.params, "update", req.base_url)
     body = req.body
     if ids:
         if isinstance(body, dict) and body.get("id") not in (None, ids[0]):
@@ -85,7 +89,7 @@ def patch(repo: Repository, req: FhirRequest, rtype: str, id_: str) -> FhirRespo
 
 
 def conditional_patch(repo: Repository, req: FhirRequest, rtype: str) -> FhirResponse:
-    ids = _single_match(repo, rtype, req.params, "patch")
+    ids = _single_match(repo, rtype, req.params, "patch", req.base_url)
     if not ids:
         raise TelemedError(Category.NOT_FOUND, f"No {rtype} matches the criteria of the conditional patch")
     return patch(repo, req, rtype, ids[0])
@@ -99,7 +103,7 @@ def delete(repo: Repository, req: FhirRequest, rtype: str, id_: str) -> FhirResp
 
 
 def conditional_delete(repo: Repository, req: FhirRequest, rtype: str) -> FhirResponse:
-    ids = _single_match(repo, rtype, req.params, "delete")
+    ids = _single_match(repo, rtype, req.params, "delete", req.base_url)
     if not ids:
         return FhirResponse(200, information(f"No {rtype} matched; nothing was deleted"), {}, "delete")
     return delete(repo, req, rtype, ids[0])

@@ -43,8 +43,11 @@ def search(
     q = query.parse(rtype, req.params, strict=strict, default_count=DEFAULT_COUNT, max_count=MAX_COUNT)
     q.compartment = compartment
     result = searching.search(repo, q, req.base_url)
-    kept = [(k, v) for k, v in req.params if k not in ("_cursor", "_snapshot", "_offset", "_format", "_pretty")]
-    links = [{"relation": "self", "url": _link(req, path, req.params)}]
+    kept = [
+        (k, v) for k, v in req.params if k not in ("_cursor", "_snapshot", "_offset", "_format", "_pretty", *q.ignored)
+    ]
+    used = [(k, v) for k, v in req.params if k not in q.ignored]  # R4: self shows only what was used
+    links = [{"relation": "self", "url": _link(req, path, used)}]
     if result.next_params:
         links.append({"relation": "next", "url": _link(req, path, kept + result.next_params)})
     if q.snapshot and q.offset > 0:

@@ -20,8 +20,11 @@ EXTRACTORS = {
 }
 
 
-def index_rows(resource: dict, reg: Registry | None = None) -> dict[str, list[dict]]:
-    """Rows per index table kind (``string``, ``token``, ...), each with its ``code``."""
+def index_rows(resource: dict, reg: Registry | None = None, local_base: str | None = None) -> dict[str, list[dict]]:
+    """Rows per index table kind (``string``, ``token``, ...), each with its ``code``.
+
+    ``local_base`` is this server's FHIR base URL: absolute references under it are indexed as
+    the relative references they are (R4 §3.1.1.4.10)."""
     reg = reg or registry()
     out: dict[str, list[dict]] = {}
     seen: set[tuple] = set()
@@ -33,6 +36,8 @@ def index_rows(resource: dict, reg: Registry | None = None) -> dict[str, list[di
         for value, fhir_type in nodes:
             if sp.type == "composite":
                 rows = composite.extract_components(value, sp.components)
+            elif sp.type == "reference":
+                rows = reference.extract(value, fhir_type, local_base)
             else:
                 rows = EXTRACTORS[sp.type](value, fhir_type)
             for row in rows:

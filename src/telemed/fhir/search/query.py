@@ -8,11 +8,11 @@ interactions, where ignoring a criterion would touch the wrong resources.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from telemed.fhir.definitions import load
 from telemed.fhir.search.registry import SearchParam, registry
+from telemed.fhir.search.types._common import split_unescaped
 from telemed.kernel.errors import incorrect
 
 RESULT_PARAMS = {
@@ -21,7 +21,6 @@ RESULT_PARAMS = {
 }  # fmt: skip
 SUMMARY_MODES = {"true", "false", "text", "data", "count"}
 TOTAL_MODES = {"none", "estimate", "accurate"}
-_COMMA = re.compile(r"(?<!\\),")
 
 
 @dataclass
@@ -73,7 +72,8 @@ class Query:
 
 
 def split_values(raw: str) -> list[str]:
-    return [v.replace("\\,", ",") for v in _COMMA.split(raw) if v != ""]
+    """Comma-separated alternatives; each stays escaped (the type modules unescape what they parse)."""
+    return [v for v in split_unescaped(raw, ",") if v != ""]
 
 
 def _int(name: str, raw: str) -> int:

@@ -155,6 +155,7 @@ class Repository:
         self.jobs = jobs  # background jobs ($export, $reindex); None where none run
         self.hooks = hooks  # subscriptions (and later custom search parameters) react to writes here
         self._buffer: dict | None = None
+        self.base_url: str | None = None  # this server's FHIR base, set per request (reference indexing)
 
     # -- write buffering -------------------------------------------------------------------------
     def buffer_inserts(self) -> None:
@@ -237,6 +238,7 @@ class Repository:
         *,
         insert_row: bool,
     ) -> Stored:
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as precise as meta.lastUpdated
         stamped = self._stamp(resource, resource_type, id_, version, now)
         stored, has_blobs = externalize(stamped, self.blobs, self.blob_threshold)
         row = {
@@ -276,7 +278,7 @@ class Repository:
                 )
         if resource is None:
             return
-        for kind, rows in index_rows(resource).items():
+        for kind, rows in index_rows(resource, local_base=self.base_url).items():
             statement, columns = _INDEX_INSERTS[kind]
             owner = {"resource_type": resource_type, "resource_id": id_}
             self._insert(statement, [{**owner, **{c: r.get(c) for c in columns}} for r in rows])
@@ -475,6 +477,7 @@ class Repository:
             return None
         self._check_if_match(if_match, row.version_id, f"{resource_type}/{id_}")
         now = self.clock.now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         version = row.version_id + 1
         result = self.conn.execute(
             update(t_resource)

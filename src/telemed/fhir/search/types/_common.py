@@ -46,3 +46,35 @@ def precision_range(value: Decimal) -> tuple[float, float]:
 def escape_like(text: str) -> str:
     """Escape LIKE wildcards; conditions use ``escape="\\"``."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def unescape(value: str) -> str:
+    """Undo R4 §3.1.1.4.2 search escapes: ``\\,`` ``\\$`` ``\\|`` and ``\\\\``."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value) and value[i + 1] in ",$|\\":
+            out.append(value[i + 1])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def split_unescaped(value: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """Split on ``sep`` where it is not escaped by a backslash (parts stay escaped)."""
+    parts, current, i = [], [], 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\" and i + 1 < len(value):
+            current.append(value[i : i + 2])
+            i += 2
+            continue
+        if c == sep and (maxsplit < 0 or len(parts) < maxsplit):
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    parts.append("".join(current))
+    return parts

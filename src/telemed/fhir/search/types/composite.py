@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Table, and_
 
 from telemed.fhir.search.types import date, number, reference, string, token
-from telemed.fhir.search.types._common import normalise, parse_decimal, split_prefix
+from telemed.fhir.search.types._common import normalise, parse_decimal, split_prefix, split_unescaped, unescape
 from telemed.kernel.errors import incorrect
 
 
@@ -65,7 +65,7 @@ def condition(t: Table, raw: str, modifier: str | None, param: str, components=(
         raise incorrect(f"Modifier :{modifier} is not supported on composite parameter {param}", param)
     if "$" not in raw or len(components) != 2:
         raise incorrect(f"{param} expects two values joined by '$'", param)
-    left, right = raw.split("$", 1)
+    left, right = (unescape(p) for p in split_unescaped(raw, "$", 1))
     first, second = components
     if "|" in left:
         system, _, code = left.partition("|")

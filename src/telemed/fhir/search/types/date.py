@@ -46,10 +46,11 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
         low = datetime(y, mo, d, int(m["H"]), int(m["M"] or 0), tzinfo=tz)
         high = low + timedelta(minutes=1)
     else:
-        frac = m["f"] or ""
-        micro = int((frac[1:] + "000000")[:6]) if frac else 0
+        frac = (m["f"] or "")[1:7]
+        micro = int((frac + "000000")[:6]) if frac else 0
         low = datetime(y, mo, d, int(m["H"]), int(m["M"]), min(int(m["S"]), 59), micro, tzinfo=tz)
-        high = low + (timedelta(microseconds=1) if frac else timedelta(seconds=1))
+        # The value's own precision is its range: .123 covers [.123, .124).
+        high = low + timedelta(microseconds=10 ** (6 - len(frac)))
     return low.astimezone(UTC), min(high.astimezone(UTC) - timedelta(microseconds=1), MAX)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from telemed.fhir.search.types._common import MAX_LEN, escape_like, normalise
+from telemed.fhir.search.types._common import MAX_LEN, escape_like, normalise, unescape
 from telemed.kernel.errors import incorrect
 
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
@@ -41,6 +41,7 @@ def extract(value: object, fhir_type: str | None) -> list[dict]:
 
 
 def condition(t: Table, raw: str, modifier: str | None, param: str):
+    raw = unescape(raw)
     if modifier is None:
         return t.c.value.like(escape_like(normalise(raw)) + "%", escape="\\")
     if modifier == "exact":

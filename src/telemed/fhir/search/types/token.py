@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table, and_
 
-from telemed.fhir.search.types._common import MAX_LEN, escape_like, normalise
+from telemed.fhir.search.types._common import MAX_LEN, escape_like, normalise, split_unescaped, unescape
 from telemed.kernel.errors import incorrect
 
 
@@ -29,9 +29,12 @@ def extract(value: object, fhir_type: str | None) -> list[dict]:
     if not isinstance(value, dict):
         return []
     if "coding" in value or fhir_type == "CodeableConcept":
+        # :text searches CodeableConcept.text and every Coding.display: one row each.
+        rows = [_coding(c, None) for c in value.get("coding", []) if isinstance(c, dict)]
         text = _text(value.get("text"))
-        rows = [_coding(c, text) for c in value.get("coding", []) if isinstance(c, dict)]
-        return rows or ([{"system": None, "value": None, "text": text}] if text else [])
+        if text and all(r["text"] != text for r in rows):
+            rows.append({"system": None, "value": None, "text": text})
+        return rows
     if fhir_type == "Identifier" or ("value" in value and ("system" in value or "type" in value)):
         type_ = value.get("type") or {}
         rows = [{"system": value.get("system"), "value": _cut(value.get("value")), "text": _text(type_.get("text"))}]
@@ -50,17 +53,18 @@ def extract(value: object, fhir_type: str | None) -> list[dict]:
 
 def condition(t: Table, raw: str, modifier: str | None, param: str):
     if modifier == "text":
-        return t.c.text.like(escape_like(normalise(raw)) + "%", escape="\\")
+        return t.c.text.like(escape_like(normalise(unescape(raw))) + "%", escape="\\")
     if modifier == "of-type":
-        parts = raw.split("|")
+        parts = [unescape(p) for p in split_unescaped(raw, "|")]
         if len(parts) != 3:
             raise incorrect(f"{param}:of-type expects system|code|value", param)
         return and_(t.c.system == parts[0], t.c.value == f"{parts[1]}|{parts[2]}")
     if modifier not in (None, "not"):
         raise incorrect(f"Modifier :{modifier} is not supported on token parameter {param}", param)
-    if "|" not in raw:
-        return t.c.value == raw
-    system, _, code = raw.partition("|")
+    parts = split_unescaped(raw, "|", 1)
+    if len(parts) == 1:
+        return t.c.value == unescape(raw)
+    system, code = unescape(parts[0]), unescape(parts[1])
     if system == "":
         return and_(t.c.system.is_(None), t.c.value == code)
     if code == "":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table, literal
 
-from telemed.fhir.search.types._common import escape_like
+from telemed.fhir.search.types._common import escape_like, unescape
 from telemed.kernel.errors import incorrect
 
 
@@ -13,6 +13,7 @@ def extract(value: object, fhir_type: str | None) -> list[dict]:
 
 
 def condition(t: Table, raw: str, modifier: str | None, param: str):
+    raw = unescape(raw)
     if modifier is None:
         return t.c.value == raw
     if modifier == "below":
