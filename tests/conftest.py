@@ -7,6 +7,7 @@ database of their own and are skipped, with the reason, when no server is reacha
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import threading
@@ -79,6 +80,8 @@ def make_settings(tmp: Path, database_url: str) -> Settings:
         blob_url=f"file:{tmp}/blobs",
         secret_key="test-secret-" + "x" * 40,
         blob_threshold_bytes=1024,
+        encryption_keys="k1:" + base64.b64encode(b"k" * 32).decode(),
+        index_key=base64.b64encode(b"i" * 32).decode(),
         max_body_bytes=2 * 1024 * 1024,
     )
 

@@ -34,6 +34,7 @@ from telemed.identity import api as auth_api
 from telemed.identity.revocation import Revocations
 from telemed.kernel.blobs import BlobStore, open_blob_store
 from telemed.kernel.clock import Clock, SystemClock
+from telemed.kernel.crypto import FieldCipher
 from telemed.kernel.errors import Category, TelemedError
 from telemed.kernel.ids import IdGenerator, new_id
 from telemed.observability import Metrics, ObservabilityMiddleware
@@ -58,6 +59,7 @@ class Services:
     hub: Hub
     dispatcher: Dispatcher | None = None
     revocations: Revocations | None = None
+    cipher: FieldCipher | None = None
     sealer: Sealer | None = None
 
     @classmethod
@@ -84,6 +86,7 @@ class Services:
         dispatcher = services.dispatcher
         services.sealer = Sealer(engine, clock)
         services.revocations = Revocations(engine)
+        services.cipher = settings.field_cipher()
 
         # Outbox rows become deliverable when their transaction commits: wake the dispatcher then.
         @event.listens_for(engine, "commit")
@@ -107,6 +110,7 @@ class Services:
             blob_threshold=self.settings.blob_threshold_bytes,
             jobs=self.jobs,
             hooks=self.hooks,
+            cipher=self.cipher,
         )
 
     def start_background(self, loop) -> None:

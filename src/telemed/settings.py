@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     default_page_size: int = 50
     max_page_size: int = 1000
     workers: int = 1
+    # Field encryption of ID numbers, phones and addresses: "kid:BASE64KEY,..." newest first;
+    # generated into var_dir in demo mode. The blind index key makes encrypted values searchable.
+    encryption_keys: str | None = None
+    index_key: str | None = None
     # Fan-out of subscription notifications between instances (redis://...); empty = in-process only.
     broker_url: str | None = None
     log_level: str = "INFO"
@@ -46,6 +50,8 @@ class Settings(BaseSettings):
                 found.append("TELEMED_SECRET_KEY is required outside demo mode")
             elif len(self.secret_key) < MIN_SECRET_LENGTH:
                 found.append(f"TELEMED_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+            if not self.encryption_keys or not self.index_key:
+                found.append("TELEMED_ENCRYPTION_KEYS and TELEMED_INDEX_KEY are required (field encryption)")
             if self.database_url.startswith("sqlite"):
                 found.append("SQLite is for demo and single-user use; set TELEMED_DATABASE_URL=postgresql://...")
         if not (self.database_url.startswith("sqlite:") or self.database_url.startswith("postgresql")):
@@ -53,6 +59,26 @@ class Settings(BaseSettings):
         if not self.blob_url.startswith("file:"):
             found.append(f"TELEMED_BLOB_URL has an unsupported scheme: {self.blob_url!r}")
         return found
+
+    def field_cipher(self):
+        """The cipher for sensitive fields; demo mode keeps its generated keys in ``var_dir``."""
+        import base64
+        import json
+
+        from telemed.kernel.crypto import FieldCipher, new_key, parse_keys
+
+        keys, index_key = self.encryption_keys, self.index_key
+        if not keys or not index_key:
+            if not self.demo:
+                raise RuntimeError("TELEMED_ENCRYPTION_KEYS and TELEMED_INDEX_KEY are required outside demo mode")
+            path = self.var_dir / "field-keys.json"
+            if not path.exists():
+                self.var_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"encryption_keys": f"k1:{new_key()}", "index_key": new_key()}))
+                path.chmod(0o600)
+            stored = json.loads(path.read_text())
+            keys, index_key = keys or stored["encryption_keys"], index_key or stored["index_key"]
+        return FieldCipher(parse_keys(keys), base64.b64decode(index_key))
 
     def resolved_secret_key(self) -> str:
         """The signing key; in demo mode generated once into ``var_dir`` so restarts keep tokens valid."""

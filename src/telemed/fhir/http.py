@@ -194,7 +194,9 @@ class FhirEndpoint:
                 resp = dispatch(repo, req)
                 repo.flush()
                 # Same transaction as the action: audited if and only if it happened.
-                audit.record(conn, context, audit_record(req, resp.interaction, "0", resp.resource), repo.clock)
+                rec = audit_record(req, resp.interaction, "0", resp.resource)
+                rec.description = resp.note
+                audit.record(conn, context, rec, repo.clock)
                 return resp
         except IntegrityError:
             raise TelemedError(Category.CONFLICT, "A concurrent request wrote the same resource; retry") from None

@@ -39,6 +39,13 @@ ROLES: dict[str, Role] = {
 }
 
 _ORDER = ["none", "self", "scoped", "all"]
+# Roles that see a patient's ID number, phone and address in full on a single read (audited);
+# everyone else, and every list, sees them masked.
+REVEAL_ROLES = frozenset({"platform-admin", "requesting-doctor", "nurse", "triage-officer", "patient"})
+
+
+def may_reveal(roles) -> bool:
+    return bool(REVEAL_ROLES & set(roles))
 
 
 def clinical_mode(roles: list[str] | frozenset[str]) -> str:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import jwt
 
 from telemed.fhir.store.context import AccessContext
-from telemed.identity.policy import clinical_mode
+from telemed.identity.policy import clinical_mode, may_reveal
 
 ISSUER = "telemed"
 AUDIENCE = "telemed-fhir"
@@ -80,4 +80,5 @@ def context_from_claims(claims: dict) -> AccessContext:
         practitioner=claims.get("practitioner"),
         patient=claims.get("patient"),
         clinical=clinical_mode(roles),
+        reveal=may_reveal(roles),
     )

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from telemed.fhir.rest.outcome import information
 from telemed.fhir.rest.request import FhirRequest, FhirResponse, stored_response
 from telemed.fhir.search import query
-from telemed.fhir.store import searching
+from telemed.fhir.store import protect, searching
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError, incorrect
 
@@ -40,11 +40,24 @@ def read(repo: Repository, req: FhirRequest, rtype: str, id_: str) -> FhirRespon
     if_none_match = req.header("if-none-match")
     if if_none_match and if_none_match.strip() == stored.etag:
         return FhirResponse(304, None, {"ETag": stored.etag}, "read")
-    return stored_response(stored, 200, "read", req.base_url)
+    resp = stored_response(stored, 200, "read", req.base_url)
+    return reveal_or_mask(repo, resp)
+
+
+def reveal_or_mask(repo: Repository, resp: FhirResponse) -> FhirResponse:
+    """ID numbers, phones and addresses: in full for roles that need them (noted for the audit),
+    masked for everyone else."""
+    if resp.resource is None or not protect.has_sensitive(resp.resource):
+        return resp
+    if repo.context.reveal:
+        resp.note = "identifiers revealed"
+    else:
+        resp.resource = protect.mask(resp.resource)
+    return resp
 
 
 def vread(repo: Repository, req: FhirRequest, rtype: str, id_: str, vid: str) -> FhirResponse:
-    return stored_response(repo.vread(rtype, id_, vid), 200, "vread", req.base_url)
+    return reveal_or_mask(repo, stored_response(repo.vread(rtype, id_, vid), 200, "vread", req.base_url))
 
 
 def create(repo: Repository, req: FhirRequest, rtype: str) -> FhirResponse:

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from telemed.fhir.rest import shaping
 from telemed.fhir.rest.request import FhirRequest, FhirResponse, http_date
 from telemed.fhir.search import query
-from telemed.fhir.store import searching
+from telemed.fhir.store import protect, searching
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.clock import fhir_instant, parse_fhir_datetime
 from telemed.kernel.errors import incorrect
@@ -102,7 +102,7 @@ def system_search(repo: Repository, req: FhirRequest) -> FhirResponse:
 
 
 def _entry(req: FhirRequest, resource: dict, mode: str, q: query.Query) -> dict:
-    shaped = shaping.elements(shaping.summary(resource, q.summary), q.elements)
+    shaped = shaping.elements(shaping.summary(protect.mask(resource), q.summary), q.elements)
     return {
         "fullUrl": f"{req.base_url}/{resource['resourceType']}/{resource['id']}",
         "resource": shaped,

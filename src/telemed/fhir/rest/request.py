@@ -31,6 +31,7 @@ class FhirResponse:
     headers: dict[str, str] = field(default_factory=dict)
     interaction: str = "unknown"
     raw: bytes | None = None  # a non-FHIR body (bulk export files), sent with headers["Content-Type"]
+    note: str | None = None  # recorded on the request's AuditEvent (e.g. identifiers revealed)
 
 
 def http_date(dt: datetime) -> str:

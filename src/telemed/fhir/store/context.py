@@ -30,11 +30,18 @@ class AccessContext:
     patient: str | None = None  # for clinical="self": the caller's own Patient id
     clinical: str = "scoped"
     break_glass: str | None = None  # a reason given to open records outside the rules (audited)
+    reveal: bool = False  # may see ID numbers, phones and addresses unmasked on a single read (audited)
 
     @classmethod
     def system(cls) -> AccessContext:
         """The platform itself (migrations, demo loader, jobs)."""
-        return cls(user="system", scopes=frozenset({"system/*.*"}), roles=frozenset({"platform-admin"}), clinical="all")
+        return cls(
+            user="system",
+            scopes=frozenset({"system/*.*"}),
+            roles=frozenset({"platform-admin"}),
+            clinical="all",
+            reveal=True,
+        )
 
     def with_break_glass(self, reason: str) -> AccessContext:
         return replace(self, break_glass=reason)

@@ -25,12 +25,13 @@ from telemed.db.schema import INDEX_TABLES
 from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
 from telemed.fhir.search.index import index_rows
-from telemed.fhir.store import access
+from telemed.fhir.store import access, protect
 from telemed.fhir.store.attachments import externalize, rehydrate
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.validation import Validator, validator
 from telemed.kernel.blobs import BlobStore
 from telemed.kernel.clock import Clock, fhir_instant
+from telemed.kernel.crypto import FieldCipher
 from telemed.kernel.errors import Category, Issue, TelemedError, incorrect
 from telemed.kernel.ids import IdGenerator, is_valid_id, new_id
 
@@ -144,6 +145,7 @@ class Repository:
         validate: Validator | None = None,
         jobs: JobRunner | None = None,
         hooks: WriteHooks | None = None,
+        cipher: FieldCipher | None = None,
     ):
         self.conn = conn
         self.context = context
@@ -155,6 +157,7 @@ class Repository:
         self.jobs = jobs  # background jobs ($export, $reindex); None where none run
         self.hooks = hooks  # subscriptions (and later custom search parameters) react to writes here
         self._buffer: dict | None = None
+        self.cipher = cipher  # encrypts ID numbers, phones and addresses at rest (None: off)
         self.base_url: str | None = None  # this server's FHIR base, set per request (reference indexing)
 
     # -- write buffering -------------------------------------------------------------------------
@@ -240,7 +243,7 @@ class Repository:
     ) -> Stored:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as precise as meta.lastUpdated
         stamped = self._stamp(resource, resource_type, id_, version, now)
-        stored, has_blobs = externalize(stamped, self.blobs, self.blob_threshold)
+        stored, has_blobs = externalize(protect.encrypt(stamped, self.cipher), self.blobs, self.blob_threshold)
         row = {
             "resource_type": resource_type,
             "id": id_,
@@ -278,7 +281,8 @@ class Repository:
                 )
         if resource is None:
             return
-        for kind, rows in index_rows(resource, local_base=self.base_url).items():
+        rows_by_kind = protect.blind_index_rows(resource, index_rows(resource, local_base=self.base_url), self.cipher)
+        for kind, rows in rows_by_kind.items():
             statement, columns = _INDEX_INSERTS[kind]
             owner = {"resource_type": resource_type, "resource_id": id_}
             self._insert(statement, [{**owner, **{c: r.get(c) for c in columns}} for r in rows])
@@ -330,7 +334,10 @@ class Repository:
                 raise TelemedError(Category.NOT_FOUND, f"Patient/{pid} is not known")
 
     def _load(self, content: dict, has_blobs: bool) -> dict:
-        return rehydrate(content, self.blobs) if has_blobs else content
+        resource = rehydrate(content, self.blobs) if has_blobs else content
+        if resource.get("resourceType") in protect.PROTECTED_TYPES:
+            resource = protect.decrypt(resource, self.cipher)
+        return resource
 
     @staticmethod
     def _check_if_match(if_match: str | None, current_version: int, what: str) -> None:

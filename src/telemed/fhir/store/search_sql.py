@@ -18,7 +18,8 @@ from telemed.db.schema import resource as t_resource
 from telemed.fhir.definitions import load
 from telemed.fhir.search.query import Filter, Query
 from telemed.fhir.search.types import composite, date, number, quantity, reference, string, token, uri
-from telemed.fhir.store import access
+from telemed.fhir.search.types._common import normalise, split_unescaped, unescape
+from telemed.fhir.store import access, protect
 from telemed.fhir.store.context import AccessContext
 
 CONDITIONS = {
@@ -45,8 +46,10 @@ def _in_index(res, rt: str, table, code: str, cond: ColumnElement) -> ColumnElem
     return res.c.id.in_(sub)
 
 
-def _value_condition(f: Filter, table, value: str, base_url: str) -> ColumnElement:
+def _value_condition(f: Filter, table, value: str, base_url: str, cipher=None) -> ColumnElement:
     p = f.param
+    if cipher is not None and f.resource_type in protect.PROTECTED_TYPES and f.code in protect.SENSITIVE_PARAMS:
+        return _blind_condition(f, table, value, base_url, cipher)
     if p.type == "reference":
         return reference.condition(table, value, f.modifier, f.code, base_url, p.targets)
     if p.type == "composite":
@@ -54,7 +57,18 @@ def _value_condition(f: Filter, table, value: str, base_url: str) -> ColumnEleme
     return CONDITIONS[p.type](table, value, f.modifier, f.code)
 
 
-def filter_clause(res, f: Filter, base_url: str) -> ColumnElement:
+def _blind_condition(f: Filter, table, value: str, base_url: str, cipher) -> ColumnElement:
+    """Sensitive values are indexed only as blind indexes: match those exactly, or the clear ones."""
+    clear = CONDITIONS[f.param.type](table, value, f.modifier, f.code)
+    if f.param.type == "token" and f.modifier is None:
+        code = unescape(split_unescaped(value, "|", 1)[-1])
+        return or_(clear, table.c.value == cipher.blind(code))
+    if f.param.type == "string" and f.modifier in (None, "exact"):
+        return or_(clear, table.c.value == cipher.blind(normalise(unescape(value))))
+    return clear
+
+
+def filter_clause(res, f: Filter, base_url: str, cipher=None) -> ColumnElement:
     rt = f.resource_type
     if f.has is not None:
         h = f.has
@@ -102,7 +116,7 @@ def filter_clause(res, f: Filter, base_url: str) -> ColumnElement:
         conds = [token.condition(table, v, "of-type", f.code) for v in f.values]
         return _in_index(res, rt, table, f.code + ":of-type", or_(*conds))
     table = INDEX_TABLES[p.type].alias()
-    conds = [_value_condition(f, table, v, base_url) for v in f.values]
+    conds = [_value_condition(f, table, v, base_url, cipher) for v in f.values]
     found = _in_index(res, rt, table, f.code, or_(*conds) if conds else false())
     if p.type == "token" and f.modifier == "not":
         return not_(found)
@@ -126,7 +140,9 @@ def compartment_clause(res, rt: str, compartment: tuple[str, str]) -> ColumnElem
     return or_(*clauses) if clauses else false()
 
 
-def base_select(q: Query, base_url: str, res=None, ctx: AccessContext | None = None, now: datetime | None = None):
+def base_select(
+    q: Query, base_url: str, res=None, ctx: AccessContext | None = None, now: datetime | None = None, cipher=None
+):
     """The resource table (or ``res``) and the WHERE conditions of ``q``, limited to what ``ctx``
     may see (the access rules of :mod:`telemed.fhir.store.access`)."""
     res = res if res is not None else t_resource
@@ -135,7 +151,7 @@ def base_select(q: Query, base_url: str, res=None, ctx: AccessContext | None = N
         limit = access.visibility(res, q.resource_type, ctx, now)
         if limit is not None:
             conds.append(limit)
-    conds += [filter_clause(res, f, base_url) for f in q.filters]
+    conds += [filter_clause(res, f, base_url, cipher) for f in q.filters]
     if q.compartment is not None:
         conds.append(compartment_clause(res, q.resource_type, q.compartment))
     return res, conds

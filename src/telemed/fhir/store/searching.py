@@ -57,7 +57,7 @@ def _fetch_ordered(repo: Repository, rt: str, ids: list[str]) -> list[Stored]:
 
 
 def _count(repo: Repository, q: Query, base_url: str, cap: int | None) -> int:
-    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
     inner = select(res.c.id).where(*conds)
     if cap is not None:
         inner = inner.limit(cap + 1)
@@ -68,7 +68,7 @@ def find_ids(repo: Repository, q: Query, base_url: str = "", limit: int | None =
     repo.flush()
     repo._check_type(q.resource_type)
     repo.context.require(q.resource_type, "read")
-    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
     stmt = select(res.c.id).where(*conds).order_by(res.c.id)
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -97,7 +97,7 @@ def search(repo: Repository, q: Query, base_url: str) -> SearchResult:
 
 
 def _keyset_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
-    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
     if q.cursor:
         conds.append(res.c.id > q.cursor)
     stmt = select(res).where(*conds).order_by(res.c.id).limit(q.count + 1)
@@ -119,7 +119,7 @@ def _sorted_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
             raise TelemedError(Category.GONE, "This search page has expired; run the search again")
         ids, total = list(snap.ids), (snap.total if snap.total >= 0 else None)
     else:
-        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
+        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
         stmt = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(SNAPSHOT_CAP + 1)
         ids = [r.id for r in repo.conn.execute(stmt)]
         total = len(ids) if len(ids) <= SNAPSHOT_CAP else None
@@ -235,7 +235,7 @@ def search_types(
         if cursor and rt < after_type:
             continue
         repo.context.require(rt, "read")
-        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now())
+        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
         if cursor and rt == after_type:
             conds.append(res.c.id > after_id)
         rows = repo.conn.execute(select(res).where(*conds).order_by(res.c.id).limit(count + 1 - len(page))).all()
