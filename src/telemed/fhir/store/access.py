@@ -116,6 +116,67 @@ def patients_of(resource: dict) -> set[str]:
     }
 
 
+# The institution network itself: written by platform administrators, and by an institution's
+# administrator within that institution's subtree (its departments, sites, services, staff).
+DIRECTORY_TYPES = {
+    "Organization": ("partOf", "id"),
+    "Location": ("managingOrganization",),
+    "HealthcareService": ("providedBy",),
+    "PractitionerRole": ("organization",),
+    "Endpoint": ("managingOrganization",),
+    "Practitioner": (),
+}
+MAX_TIER_DEPTH = 10
+
+
+def _parent(repo, org_id: str) -> str | None:
+    row = repo._current("Organization", org_id)
+    ref = ((row.content or {}).get("partOf") or {}).get("reference", "") if row and row.content else ""
+    return ref.split("/", 1)[1] if ref.startswith("Organization/") else None
+
+
+def in_subtree(repo, org_id: str | None, root: str) -> bool:
+    """Whether ``org_id`` is ``root`` or below it along Organization.partOf."""
+    for _ in range(MAX_TIER_DEPTH):
+        if org_id is None:
+            return False
+        if org_id == root:
+            return True
+        org_id = _parent(repo, org_id)
+    return False
+
+
+def check_directory_write(repo, resource_type: str, resource: dict | None, existing: dict | None) -> None:
+    """Who may change the institution network (raises 403 otherwise)."""
+    from telemed.kernel.errors import Category, TelemedError
+
+    if resource_type not in DIRECTORY_TYPES:
+        return
+    ctx = repo.context
+    if "platform-admin" in ctx.roles or ctx.user == "system":
+        return
+    if "institution-admin" not in ctx.roles or not ctx.organization:
+        raise TelemedError(Category.FORBIDDEN, f"Only administrators may change {resource_type} resources")
+    for version in (resource, existing):
+        if version is None:
+            continue
+        refs = []
+        for field in DIRECTORY_TYPES[resource_type]:
+            if field == "id":
+                refs.append(version.get("id"))
+            else:
+                ref = (version.get(field) or {}).get("reference", "")
+                refs.append(ref.split("/", 1)[1] if ref.startswith("Organization/") else None)
+        owners = [r for r in refs if r]
+        if resource_type == "Organization" and version.get("id") == ctx.organization:
+            owners = [ctx.organization]  # its own record, but it may not move itself elsewhere
+            parent = (version.get("partOf") or {}).get("reference")
+            if existing is not None and parent != (existing.get("partOf") or {}).get("reference"):
+                raise TelemedError(Category.FORBIDDEN, "An institution administrator cannot move the institution")
+        if resource_type != "Practitioner" and not any(in_subtree(repo, o, ctx.organization) for o in owners):
+            raise TelemedError(Category.FORBIDDEN, f"{resource_type} outside institution {ctx.organization}'s subtree")
+
+
 class AccessGrants:
     """Repository write hooks that keep ``access_grant`` in step with the resources that imply it."""
 

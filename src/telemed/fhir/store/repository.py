@@ -361,6 +361,7 @@ class Repository:
         self.context.require(resource_type, "write")
         body = self._validate(resource, resource_type)
         self._require_patients_visible(body)
+        access.check_directory_write(self, resource_type, body, None)
         now = self.clock.now()
         new = assigned_id or self.ids()
         stored = self._write_version(body, resource_type, new, 1, now, "POST", insert_row=True)
@@ -425,6 +426,7 @@ class Repository:
         if row is not None:
             self._require_visible(resource_type, id_)
         self._require_patients_visible(body)
+        access.check_directory_write(self, resource_type, body, row.content if row is not None else None)
         if row is None:
             if if_match is not None:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
@@ -465,6 +467,7 @@ class Repository:
             raise TelemedError(Category.UNPROCESSABLE, "A patch must not change resourceType or id")
         body = self._validate(patched, resource_type)
         self._require_patients_visible(body)
+        access.check_directory_write(self, resource_type, body, current.resource)
         now = self.clock.now()
         return self._write_version(body, resource_type, id_, current.version_id + 1, now, "PATCH", insert_row=False)
 
@@ -483,6 +486,7 @@ class Repository:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
             return None
         self._check_if_match(if_match, row.version_id, f"{resource_type}/{id_}")
+        access.check_directory_write(self, resource_type, None, row.content)
         now = self.clock.now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         version = row.version_id + 1
