@@ -29,7 +29,7 @@ from telemed.fhir.subscriptions.active import ActiveSubscriptions
 from telemed.fhir.subscriptions.delivery import Dispatcher
 from telemed.fhir.subscriptions.matcher import OUTBOX_FLAG, SubscriptionHooks
 from telemed.fhir.subscriptions.websocket import Hub
-from telemed.identity import TokenError, context_from_token, tokens
+from telemed.identity import TokenError, context_from_token, oauth, tokens
 from telemed.identity import api as auth_api
 from telemed.identity.revocation import Revocations
 from telemed.kernel.blobs import BlobStore, open_blob_store
@@ -198,6 +198,7 @@ def create_app(services: Services) -> FastAPI:
         clock=services.clock,
     )
     app.include_router(auth_api.router)
+    app.include_router(oauth.router)
 
     @app.exception_handler(TelemedError)
     async def problem_details(_request: Request, exc: TelemedError) -> JSONResponse:

@@ -243,3 +243,33 @@ audit_seal = Table(
     Column("chain_hash", String(64), nullable=False),  # sha256(previous chain_hash | seq | content_hash)
     Column("sealed", DateTime(timezone=True), nullable=False),
 )
+
+# OAuth 2.0 clients of the FHIR API (SMART App Launch apps, hospital system integrations).
+oauth_client = Table(
+    "oauth_client",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("secret_hash", String(255), nullable=True),  # Argon2; NULL for a public client (PKCE only)
+    Column("redirect_uris", Json, nullable=False),
+    Column("grant_types", Json, nullable=False),
+    Column("scopes", Json, nullable=False),  # the scopes the client may be granted
+    Column("roles", Json, nullable=False),  # roles of its client_credentials tokens
+    Column("organization_id", String(64), nullable=True),  # the hospital of a system client
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+# Authorization codes: single use (the exchange deletes the row), short-lived, stored as a hash.
+oauth_code = Table(
+    "oauth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),  # sha256 hex of the code
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", String(2048), nullable=False),
+    Column("code_challenge", String(128), nullable=False),  # S256
+    Column("username", String(64), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Index("ix_oauth_code_expires", "expires"),
+)

@@ -72,6 +72,7 @@ def _with_custom_parameters(resources: list[dict]) -> list[dict]:
 
 
 def capability_statement(base_url: str) -> dict:
+    root = base_url.rsplit("/fhir", 1)[0]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -103,7 +104,34 @@ def capability_statement(base_url: str) -> dict:
                 ),
                 "security": {
                     "cors": False,
-                    "description": "Bearer access token (JWT signed by the server) in the Authorization header",
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [
+                                {"url": name, "valueUri": f"{root}/oauth/{path}"}
+                                for name, path in (
+                                    ("authorize", "authorize"),
+                                    ("token", "token"),
+                                    ("introspect", "introspect"),
+                                    ("revoke", "revoke"),
+                                )
+                            ],
+                        }
+                    ],
+                    "description": (
+                        "OAuth 2.0 bearer tokens (SMART App Launch v2 scopes): authorization code with PKCE "
+                        "for users, client credentials for hospital systems; /.well-known/smart-configuration."
+                    ),
                 },
                 "resource": _with_custom_parameters(_resources()),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
