@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TELEMED_PORT ?= 8000
 
-.PHONY: run test deps lint migrate demo definitions benchmark clean
+.PHONY: run test deps system-deps lint migrate demo definitions benchmark clean
 
 run: deps
 	$(BIN)/telemed migrate
@@ -29,6 +29,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Debian packages the browser tests use (Chromium, driven by Playwright; CJK fonts for screenshots).
+# Needs root; without them the browser tests are skipped with the reason.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^telemed' > requirements.lock
