@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from telemed import __version__
-from telemed.db.engine import make_engine, unit_of_work
+from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
 from telemed.fhir.http import METHODS, FhirEndpoint
@@ -88,15 +88,8 @@ class Services:
         services.revocations = Revocations(engine)
         services.cipher = settings.field_cipher()
 
-        # Outbox rows become deliverable when their transaction commits: wake the dispatcher then.
-        @event.listens_for(engine, "commit")
-        def _after_commit(conn):  # pragma: no cover - driver callback
-            if conn.info.pop(OUTBOX_FLAG, False):
-                dispatcher.wake()
-
-        @event.listens_for(engine, "rollback")
-        def _after_rollback(conn):  # pragma: no cover - driver callback
-            conn.info.pop(OUTBOX_FLAG, None)
+        # Outbox rows become deliverable once their transaction has committed: wake the dispatcher then.
+        on_commit(engine, lambda info: dispatcher.wake() if info.pop(OUTBOX_FLAG, False) else None)
 
         return services
 

@@ -9,7 +9,7 @@ writers queue on the lock instead of failing later with SQLITE_BUSY on the read-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,6 +69,16 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     )
 
 
+_AFTER_COMMIT: dict[int, list[Callable[[dict], None]]] = {}
+
+
+def on_commit(engine: Engine, callback: Callable[[dict], None]) -> None:
+    """Call ``callback(conn.info)`` after each unit of work on ``engine`` has *really* committed
+    (SQLAlchemy's ``commit`` event fires before the database commit, too early to wake a worker
+    that must see the new rows)."""
+    _AFTER_COMMIT.setdefault(id(engine), []).append(callback)
+
+
 @contextmanager
 def unit_of_work(engine: Engine, write: bool = True) -> Iterator[Connection]:
     """A transaction for writes. Reads on PostgreSQL run in autocommit mode: each statement sees
@@ -81,8 +91,14 @@ def unit_of_work(engine: Engine, write: bool = True) -> Iterator[Connection]:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
             return
-        with conn.begin():
-            yield conn
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            conn.info.pop("telemed.pending", None)
+            raise
+        for callback in _AFTER_COMMIT.get(id(engine), ()):
+            callback(conn.info)
 
 
 def is_sqlite(conn_or_engine: Connection | Engine) -> bool:

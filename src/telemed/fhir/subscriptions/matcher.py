@@ -15,7 +15,7 @@ from telemed.fhir.store.context import AccessContext
 from telemed.fhir.subscriptions import active
 from telemed.fhir.subscriptions.active import ActiveSubscriptions
 
-OUTBOX_FLAG = "telemed.outbox"  # set on the connection; the commit hook wakes the dispatcher
+OUTBOX_FLAG = "telemed.pending"  # set on the connection; after the commit the dispatcher is woken
 
 
 class SubscriptionHooks:
