@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from types import SimpleNamespace
 
-from sqlalchemy import and_, false, func, not_, or_, select, true
+from sqlalchemy import and_, false, func, literal, not_, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from telemed.db.schema import INDEX_TABLES
@@ -41,9 +41,27 @@ SORT_COLUMNS = {
 }
 
 
-def _in_index(res, rt: str, table, code: str, cond: ColumnElement) -> ColumnElement:
+def _in_index(res, rt: str, table, code: str, cond: ColumnElement, probe: bool = False) -> ColumnElement:
+    """``id IN (matching index rows)``; or, as a *probe*, a per-row lookup that the planner cannot
+    turn into a hash of every matching row. Range conditions (``date=ge2025``) match much of a
+    table: once an equality filter has picked a few rows, probing those is far cheaper."""
+    if probe:
+        sub = (
+            select(literal(1))
+            .where(table.c.resource_type == rt, table.c.resource_id == res.c.id, table.c.code == code, cond)
+            .limit(1)
+            .scalar_subquery()
+        )
+        return sub.is_not(None)
     sub = select(table.c.resource_id).where(table.c.resource_type == rt, table.c.code == code, cond)
     return res.c.id.in_(sub)
+
+
+def is_selective(f: Filter) -> bool:
+    """Equality on a token, reference or uri (or a chain / _has / _id): usually few matches."""
+    if f.code == "_id" or f.has is not None or f.chain:
+        return True
+    return f.param is not None and f.param.type in ("token", "reference", "uri") and f.modifier in (None, "identifier")
 
 
 def _value_condition(f: Filter, table, value: str, base_url: str, cipher=None) -> ColumnElement:
@@ -68,7 +86,7 @@ def _blind_condition(f: Filter, table, value: str, base_url: str, cipher) -> Col
     return clear
 
 
-def filter_clause(res, f: Filter, base_url: str, cipher=None) -> ColumnElement:
+def filter_clause(res, f: Filter, base_url: str, cipher=None, probe: bool = False) -> ColumnElement:
     rt = f.resource_type
     if f.has is not None:
         h = f.has
@@ -117,7 +135,7 @@ def filter_clause(res, f: Filter, base_url: str, cipher=None) -> ColumnElement:
         return _in_index(res, rt, table, f.code + ":of-type", or_(*conds))
     table = INDEX_TABLES[p.type].alias()
     conds = [_value_condition(f, table, v, base_url, cipher) for v in f.values]
-    found = _in_index(res, rt, table, f.code, or_(*conds) if conds else false())
+    found = _in_index(res, rt, table, f.code, or_(*conds) if conds else false(), probe)
     if p.type == "token" and f.modifier == "not":
         return not_(found)
     return found
@@ -151,7 +169,8 @@ def base_select(
         limit = access.visibility(res, q.resource_type, ctx, now)
         if limit is not None:
             conds.append(limit)
-    conds += [filter_clause(res, f, base_url, cipher) for f in q.filters]
+    selective = any(is_selective(f) for f in q.filters)
+    conds += [filter_clause(res, f, base_url, cipher, probe=selective and not is_selective(f)) for f in q.filters]
     if q.compartment is not None:
         conds.append(compartment_clause(res, q.resource_type, q.compartment))
     return res, conds

@@ -23,7 +23,7 @@ from telemed.fhir.store import access, search_sql
 from telemed.fhir.store.repository import Repository, Stored
 from telemed.kernel.errors import Category, TelemedError
 
-SNAPSHOT_CAP = 10_000
+SNAPSHOT_CAP = 2_000  # sorted results pageable through a snapshot; beyond it the search must narrow
 COUNT_CAP = 10_000
 INCLUDE_DEPTH = 4
 SNAPSHOT_TTL = timedelta(hours=1)
