@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy import Engine, insert, select, update
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import job as t_job
 from telemed.kernel.clock import Clock
+from telemed.kernel.worker import BackgroundWorker
 
 log = logging.getLogger("telemed.jobs")
 STALE_AFTER = timedelta(seconds=60)
@@ -56,16 +56,15 @@ class JobContext:
 Handler = Callable[[JobContext], dict]
 
 
-class JobRunner:
+class JobRunner(BackgroundWorker):
+    thread_name = "telemed-jobs"
+
     def __init__(self, engine: Engine, clock: Clock, poll_seconds: float = 1.0):
+        super().__init__(poll_seconds)
         self.engine = engine
         self.clock = clock
-        self.poll_seconds = poll_seconds
         self.handlers: dict[str, Handler] = {}
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
@@ -86,31 +85,13 @@ class JobRunner:
                 updated=now,
             )
         )
-        self._wake.set()
+        self.wake()
         return job_id
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="telemed-jobs", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._requeue_stale()
-                while not self._stop.is_set() and self.run_one():
-                    pass
-            except Exception:  # noqa: BLE001 - the worker must outlive a failing database call
-                log.exception("job worker error")
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
+    def tick(self) -> None:
+        self._requeue_stale()
+        while not self._stop.is_set() and self.run_one():
+            pass
 
     def _requeue_stale(self) -> None:
         cutoff = self.clock.now() - STALE_AFTER

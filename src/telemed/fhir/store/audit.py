@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,8 +28,8 @@ from telemed.db.schema import audit_event as t_audit
 from telemed.db.schema import audit_seal as t_seal
 from telemed.fhir.store.context import AccessContext
 from telemed.kernel.clock import Clock, fhir_instant
+from telemed.kernel.worker import BackgroundWorker
 
-log = logging.getLogger("telemed.audit")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D"}
 GAP_GRACE = timedelta(seconds=30)  # a sequence gap younger than this may be a transaction still running
 GENESIS = "0" * 64
@@ -194,32 +192,18 @@ def verify(engine: Engine) -> Verification:
     return Verification(True, len(seals), len(events))
 
 
-class Sealer:
-    """A background thread sealing new audit events every second."""
+class Sealer(BackgroundWorker):
+    """Seals new audit events every second."""
+
+    thread_name = "telemed-audit-sealer"
 
     def __init__(self, engine: Engine, clock: Clock, interval: float = 1.0):
-        self.engine, self.clock, self.interval = engine, clock, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
+        self.engine, self.clock = engine, clock
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="telemed-audit-sealer", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                while seal(self.engine, self.clock) == 5000:
-                    pass
-            except Exception:  # noqa: BLE001 - keep sealing after a database hiccup
-                log.exception("audit sealer error")
+    def tick(self) -> None:
+        while seal(self.engine, self.clock) == 5000:
+            pass
 
 
 def count(conn: Connection) -> int:

@@ -11,7 +11,6 @@ them out through the broker when several instances run.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -25,6 +24,7 @@ from telemed.db.schema import subscription_outbox as t_outbox
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.subscriptions.active import ActiveSubscription, ActiveSubscriptions
 from telemed.kernel.clock import Clock
+from telemed.kernel.worker import BackgroundWorker
 
 log = logging.getLogger("telemed.subscriptions")
 MAX_ATTEMPTS = 6
@@ -38,7 +38,9 @@ def backoff(attempts: int, base: timedelta = BASE_BACKOFF) -> timedelta:
     return min(base * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
-class Dispatcher:
+class Dispatcher(BackgroundWorker):
+    thread_name = "telemed-subscriptions"
+
     def __init__(
         self,
         engine: Engine,
@@ -49,45 +51,24 @@ class Dispatcher:
         base_url: str | None = None,
         poll_seconds: float = 1.0,
     ):
+        super().__init__(poll_seconds)
         self.engine = engine
         self.clock = clock
         self.subscriptions = subscriptions
         self.publish = publish  # (subscription id, message) -> websocket hub
         self.repository = repository
         self.base_url = base_url or ""
-        self.poll_seconds = poll_seconds
         self.http = httpx.Client(timeout=5.0)
         self.max_attempts = MAX_ATTEMPTS
         self.base_backoff = BASE_BACKOFF
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="telemed-subscriptions", daemon=True)
-            self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        super().stop()
         self.http.close()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                while not self._stop.is_set() and self.deliver_due() == BATCH:
-                    pass
-            except Exception:  # noqa: BLE001 - the worker must outlive a failing database call
-                log.exception("subscription dispatcher error")
-            self._wake.wait(self.poll_seconds)
+    def tick(self) -> None:
+        while not self._stop.is_set() and self.deliver_due() == BATCH:
+            pass
 
     def deliver_due(self) -> int:
         """Deliver the notifications that are due; returns how many were attempted."""
