@@ -557,6 +557,7 @@ def dump_sql(directory: Path, params: dict) -> None:
 
     from telemed.fhir.search.query import parse
     from telemed.fhir.store import search_sql
+    from telemed.fhir.store.searching import COUNT_CAP, SNAPSHOT_CAP
 
     directory.mkdir(parents=True, exist_ok=True)
     dialect = postgresql.dialect()
@@ -565,10 +566,10 @@ def dump_sql(directory: Path, params: dict) -> None:
         q = parse(rt, query)
         res, conds = search_sql.base_select(q, "")
         if q.sort:
-            page = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(10_001)
+            page = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(SNAPSHOT_CAP + 1)
         else:
             page = select(res).where(*conds).order_by(res.c.id).limit(q.count + 1)
-        count = select(func.count()).select_from(select(res.c.id).where(*conds).limit(10_001).subquery())
+        count = select(func.count()).select_from(select(res.c.id).where(*conds).limit(COUNT_CAP + 1).subquery())
         for name, stmt in (("page", page), ("count", count)):
             sql = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})).replace("%%", "%")
             (directory / f"{kind}_{name}.sql").write_text(f"-- {rt}?{urlencode(query)}\n{sql};\n")
