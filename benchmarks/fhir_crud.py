@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import random
 import shlex
@@ -335,6 +336,9 @@ def telemed_env(db_url: str, tmp: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMED_")}
     env.update(TELEMED_DEMO="false", TELEMED_DATABASE_URL=db_url, TELEMED_SECRET_KEY=SECRET, TELEMED_VAR_DIR=tmp)
     env.update(TELEMED_BLOB_URL=f"file:{tmp}/blobs", TELEMED_LOG_LEVEL="WARNING")
+    # Outside demo mode the field-encryption keys are required (fixed benchmark keys, not secrets).
+    env.setdefault("TELEMED_ENCRYPTION_KEYS", "bench:" + base64.b64encode(b"b" * 32).decode())
+    env.setdefault("TELEMED_INDEX_KEY", base64.b64encode(b"i" * 32).decode())
     return env
 
 

@@ -14,12 +14,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from telemed.observability import configure_logging
 
     configure_logging(settings.log_level)
+    workers = args.workers or settings.workers
+    if workers > 1 and not settings.broker_url:
+        print(
+            "warning: several workers without TELEMED_BROKER_URL: websocket subscription notifications "
+            "reach only sockets on the worker that delivers them",
+            file=sys.stderr,
+        )
     uvicorn.run(
         "telemed.app:app_factory",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         log_config=None,
         access_log=False,
     )

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
                 found.append("SQLite is for demo and single-user use; set TELEMED_DATABASE_URL=postgresql://...")
         if not (self.database_url.startswith("sqlite:") or self.database_url.startswith("postgresql")):
             found.append(f"TELEMED_DATABASE_URL has an unsupported scheme: {self.database_url!r}")
+        if self.workers > 1 and not self.broker_url:
+            found.append(
+                "TELEMED_WORKERS > 1 without TELEMED_BROKER_URL: websocket notifications reach only the "
+                "sockets of the worker that delivers them; set TELEMED_BROKER_URL=redis://..."
+            )
         if not self.blob_url.startswith("file:"):
             found.append(f"TELEMED_BLOB_URL has an unsupported scheme: {self.blob_url!r}")
         return found
