@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import random
 import shlex
@@ -336,9 +335,12 @@ def telemed_env(db_url: str, tmp: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMED_")}
     env.update(TELEMED_DEMO="false", TELEMED_DATABASE_URL=db_url, TELEMED_SECRET_KEY=SECRET, TELEMED_VAR_DIR=tmp)
     env.update(TELEMED_BLOB_URL=f"file:{tmp}/blobs", TELEMED_LOG_LEVEL="WARNING")
-    # Outside demo mode the field-encryption keys are required (fixed benchmark keys, not secrets).
-    env.setdefault("TELEMED_ENCRYPTION_KEYS", "bench:" + base64.b64encode(b"b" * 32).decode())
-    env.setdefault("TELEMED_INDEX_KEY", base64.b64encode(b"i" * 32).decode())
+    # Outside demo mode the field-encryption keys are required: fixed benchmark keys (not secrets),
+    # the same on every run so a kept database (--reuse-db) stays readable.
+    env.update(
+        TELEMED_ENCRYPTION_KEYS="bench1:28i5omEqhbupl57wFjCaWhtO1J9Mifzn47241XaDM58=",
+        TELEMED_INDEX_KEY="wGnBMJFI4qKNqV6acdehlz7Ap+h+j6kdIW+0w488aLE=",
+    )
     return env
 
 

@@ -80,18 +80,6 @@ from fhir_crud import (  # noqa: E402 - the shared harness of benchmarks/fhir_cr
     telemed_env,
 )
 
-
-def bench_env(db_url: str, tmp: str) -> dict:
-    """fhir_crud's server environment, plus fixed field-encryption keys (required outside demo mode
-    once field encryption is in; ignored before), the same on every run so --reuse-db can read."""
-    env = telemed_env(db_url, tmp)
-    env.update(
-        TELEMED_ENCRYPTION_KEYS="bench1:28i5omEqhbupl57wFjCaWhtO1J9Mifzn47241XaDM58=",
-        TELEMED_INDEX_KEY="wGnBMJFI4qKNqV6acdehlz7Ap+h+j6kdIW+0w488aLE=",
-    )
-    return env
-
-
 INGEST_GOAL = 2000.0  # resources/s
 P95_GOAL = 20.0  # ms
 MAX_WARMUP = 50
@@ -698,7 +686,7 @@ def main() -> int:
     server, keep = None, args.keep_db or args.reuse_db
     try:
         with tempfile.TemporaryDirectory(prefix="telemed-bench-") as tmp:
-            env = bench_env(db_url, tmp)
+            env = telemed_env(db_url, tmp)
             if args.reuse_db:
                 telemed_cli(env, "migrate")  # the code may have moved on since the database was loaded
                 token = args.token or telemed_cli(env, "token", "create", "--user", "bench", "--ttl", "86400")

@@ -53,18 +53,6 @@ from fhir_crud import (  # noqa: E402 - the shared harness of benchmarks/fhir_cr
     telemed_env,
 )
 
-
-def bench_env(db_url: str, tmp: str) -> dict:
-    """fhir_crud's server environment, plus fixed field-encryption keys (required outside demo mode
-    once field encryption is in; ignored before), the same on every run so --reuse-db can read."""
-    env = telemed_env(db_url, tmp)
-    env.update(
-        TELEMED_ENCRYPTION_KEYS="bench1:28i5omEqhbupl57wFjCaWhtO1J9Mifzn47241XaDM58=",
-        TELEMED_INDEX_KEY="wGnBMJFI4qKNqV6acdehlz7Ap+h+j6kdIW+0w488aLE=",
-    )
-    return env
-
-
 GOAL_P99_MS = 200.0
 WARMUP = 20
 
@@ -196,7 +184,7 @@ def main() -> int:
     server = None
     try:
         with tempfile.TemporaryDirectory(prefix="telemed-bench-") as tmp:
-            env = bench_env(db_url, tmp)
+            env = telemed_env(db_url, tmp)
             if broker:
                 env["TELEMED_BROKER_URL"] = broker
             token = prepare_database(env, db_url)
