@@ -10,14 +10,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import update
 
 from telemed.db.engine import unit_of_work
-from telemed.db.schema import account as t_account
-from telemed.fhir.store import audit
-from telemed.fhir.store.context import AccessContext
 from telemed.identity import login as login_service
-from telemed.identity import revocation, tokens, totp
+from telemed.identity import mfa, signin, tokens
 from telemed.identity.accounts import get_account
 from telemed.kernel.errors import Category, TelemedError
 
@@ -60,56 +56,35 @@ def _claims(request: Request) -> dict:
 Claims = Annotated[dict, Depends(_claims)]
 
 
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 def _audit(conn, services, user: str, interaction: str, outcome: str, request: Request, note: str | None = None):
-    rec = audit.AuditRecord(interaction, outcome, entity=f"account/{user}", description=note)
-    rec.address = request.client.host if request.client else None
-    audit.record(conn, AccessContext(user=user, clinical="none"), rec, services.clock)
+    signin.audit_account(conn, services.clock, user, interaction, outcome, _address(request), note)
 
 
 @router.post("/login")
 def post_login(body: LoginBody, request: Request) -> dict:
     services = _services(request)
-    now = services.clock.now()
-    try:
-        with unit_of_work(services.engine) as conn:
-            result = login_service.login(conn, body.username, body.password, body.code, now, services.settings.demo)
-            ttl = services.settings.token_ttl_seconds
-            token = tokens.issue_token(
-                services.secret_key, result.username, result.scopes, ttl, now, result.roles,
-                organization=result.organization, practitioner=result.practitioner,
-            )  # fmt: skip
-            _audit(conn, services, result.username, "login", "0", request, "two-factor" if result.mfa_used else None)
-    except TelemedError as exc:
-        with unit_of_work(services.engine) as conn:
-            if exc.category is Category.UNAUTHENTICATED:
-                login_service.record_failure(conn, body.username, now)
-            _audit(conn, services, body.username[:64], "login-failed", "4", request, exc.message)
-        raise
+    done = signin.sign_in(services, body.username, body.password, body.code, address=_address(request))
     return {
-        "access_token": token,
+        "access_token": done.token,
         "token_type": "Bearer",
         "expires_in": services.settings.token_ttl_seconds,
-        "scope": " ".join(result.scopes),
-        "mfa_enrollment_required": result.scopes == [login_service.ENROLL_SCOPE],
+        "scope": " ".join(done.result.scopes),
+        "mfa_enrollment_required": done.enrollment_only,
     }
 
 
 @router.post("/logout", status_code=204)
 def post_logout(claims: Claims, request: Request) -> None:
-    services = _services(request)
-    with unit_of_work(services.engine) as conn:
-        revocation.revoke(conn, claims, services.clock.now())
-        _audit(conn, services, claims["sub"], "logout", "0", request)
-    services.revocations.forget(claims)
+    signin.sign_out(_services(request), claims, address=_address(request))
 
 
 @router.post("/logout-all", status_code=204)
 def post_logout_all(claims: Claims, request: Request) -> None:
-    services = _services(request)
-    with unit_of_work(services.engine) as conn:
-        revocation.revoke_all(conn, claims["sub"], services.clock.now())
-        _audit(conn, services, claims["sub"], "logout-all", "0", request)
-    services.revocations.forget(claims)
+    signin.sign_out(_services(request), claims, address=_address(request), everywhere=True)
 
 
 @router.post("/password", status_code=204)
@@ -127,14 +102,9 @@ def post_password(body: PasswordBody, claims: Claims, request: Request) -> None:
 def post_totp_setup(claims: Claims, request: Request) -> dict:
     """Start enrollment: a new secret (shown once, as text and as an otpauth:// URI for a QR code)."""
     services = _services(request)
-    secret = totp.new_secret()
     with unit_of_work(services.engine) as conn:
-        conn.execute(
-            update(t_account)
-            .where(t_account.c.username == claims["sub"])
-            .values(totp_secret=secret, totp_enabled=False)
-        )
-    return {"secret": secret, "otpauth_uri": totp.provisioning_uri(secret, claims["sub"])}
+        enrollment = mfa.begin(conn, claims["sub"])
+    return {"secret": enrollment.secret, "otpauth_uri": enrollment.otpauth_uri}
 
 
 @router.post("/totp/confirm")
@@ -142,14 +112,6 @@ def post_totp_confirm(body: CodeBody, claims: Claims, request: Request) -> dict:
     """Finish enrollment with a first code; returns the one-time recovery codes (shown once)."""
     services = _services(request)
     with unit_of_work(services.engine) as conn:
-        acct = get_account(conn, claims["sub"])
-        if acct is None or not totp.verify(acct.totp_secret, body.code):
-            raise TelemedError(Category.UNPROCESSABLE, "The code does not match; check the authenticator's clock")
-        codes, hashes = totp.new_recovery_codes()
-        conn.execute(
-            update(t_account)
-            .where(t_account.c.username == claims["sub"])
-            .values(totp_enabled=True, recovery_codes=hashes)
-        )
+        codes = mfa.confirm(conn, claims["sub"], body.code)
         _audit(conn, services, claims["sub"], "mfa-enrolled", "0", request)
     return {"recovery_codes": codes}

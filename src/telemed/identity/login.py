@@ -38,40 +38,71 @@ def _fail(message: str = "Invalid user name or password") -> TelemedError:
     return TelemedError(Category.UNAUTHENTICATED, message)
 
 
+class SecondFactorRequired(TelemedError):
+    """The password was right and the account uses TOTP, but no code came with it. Not a failed
+    attempt: a two-step login (the portal) asks for the code next, see :func:`second_factor`."""
+
+    def __init__(self) -> None:
+        super().__init__(Category.UNAUTHENTICATED, "A two-factor code is required")
+
+
 def mfa_required(roles: list[str], demo: bool) -> bool:
     return not demo and clinical_mode(roles) in ("scoped", "all", "self")
 
 
-def login(conn: Connection, username: str, password: str, code: str | None, now: datetime, demo: bool) -> LoginResult:
+def _usable_account(conn: Connection, username: str, now: datetime, password: str | None):
     acct = get_account(conn, username)
     if acct is None or not acct.active:
-        passwords.verify_password(_DUMMY_HASH, password)  # same time as a real check: no user enumeration
+        if password is not None:
+            passwords.verify_password(_DUMMY_HASH, password)  # same time as a real check: no user enumeration
         raise _fail()
     if acct.locked_until is not None and as_utc(acct.locked_until) > now:
         raise TelemedError(Category.FORBIDDEN, "The account is locked after repeated failed logins; try again later")
+    return acct
+
+
+def _check_code(acct, code: str) -> list[str] | None:
+    """The recovery-code hashes left after a valid TOTP or recovery code, else None."""
+    if totp.verify(acct.totp_secret, code):
+        return acct.recovery_codes
+    return totp.use_recovery_code(acct.recovery_codes, code)
+
+
+def login(conn: Connection, username: str, password: str, code: str | None, now: datetime, demo: bool) -> LoginResult:
+    acct = _usable_account(conn, username, now, password)
     ok = passwords.verify_password(acct.password_hash, password)
     mfa_used = False
     recovery_left = acct.recovery_codes
     if ok and acct.totp_enabled:
         if not code:
-            raise _fail("A two-factor code is required")
-        if totp.verify(acct.totp_secret, code):
-            mfa_used = True
-        else:
-            recovery_left = totp.use_recovery_code(acct.recovery_codes, code)
-            ok = recovery_left is not None
-            mfa_used = ok
+            raise SecondFactorRequired()
+        recovery_left = _check_code(acct, code)
+        ok = mfa_used = recovery_left is not None
     if not ok:
         raise _fail()
+    return _succeed(conn, acct, password, recovery_left, demo, mfa_used)
+
+
+def second_factor(conn: Connection, username: str, code: str, now: datetime, demo: bool) -> LoginResult:
+    """The second step of a two-step login: ``username`` passed the password step moments ago
+    (the caller holds proof of that, e.g. a signed challenge) and now sends its TOTP or recovery code."""
+    acct = _usable_account(conn, username, now, None)
+    recovery_left = _check_code(acct, code) if acct.totp_enabled and code else None
+    if recovery_left is None:
+        raise _fail("The two-factor code is not valid")
+    return _succeed(conn, acct, None, recovery_left, demo, True)
+
+
+def _succeed(conn: Connection, acct, password: str | None, recovery_left, demo: bool, mfa_used: bool) -> LoginResult:
     values = {"failed_logins": 0, "locked_until": None, "recovery_codes": recovery_left}
-    if passwords.needs_rehash(acct.password_hash):
+    if password is not None and passwords.needs_rehash(acct.password_hash):
         values["password_hash"] = passwords.hash_password(password)
-    conn.execute(update(t_account).where(t_account.c.username == username).values(**values))
+    conn.execute(update(t_account).where(t_account.c.username == acct.username).values(**values))
     roles = list(acct.roles)
     scopes = ["user/*.*"]
     if mfa_required(roles, demo) and not acct.totp_enabled:
         scopes = [ENROLL_SCOPE]
-    return LoginResult(username, roles, acct.organization_id, acct.practitioner_id, scopes, mfa_used)
+    return LoginResult(acct.username, roles, acct.organization_id, acct.practitioner_id, scopes, mfa_used)
 
 
 def record_failure(conn: Connection, username: str, now: datetime) -> None:

@@ -35,10 +35,8 @@ from sqlalchemy import delete, insert, select
 
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import oauth_code as t_code
-from telemed.fhir.store import audit
-from telemed.fhir.store.context import AccessContext
 from telemed.identity import login as login_service
-from telemed.identity import revocation, tokens
+from telemed.identity import revocation, signin, tokens
 from telemed.identity.accounts import get_account
 from telemed.identity.oauth_clients import (
     Client,
@@ -117,9 +115,8 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
 
 
 def _audit(conn, services, user: str, interaction: str, outcome: str, request: Request, note: str | None = None):
-    rec = audit.AuditRecord(interaction, outcome, entity=f"account/{user}", description=note)
-    rec.address = request.client.host if request.client else None
-    audit.record(conn, AccessContext(user=user, clinical="none"), rec, services.clock)
+    address = request.client.host if request.client else None
+    signin.audit_account(conn, services.clock, user, interaction, outcome, address, note)
 
 
 def _fhir_base(request: Request) -> str:
