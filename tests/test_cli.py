@@ -31,7 +31,7 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_demo_is_idempotent_and_token_is_last_line(workdir):
     first = run(workdir, "demo", "--if-empty").stdout
-    assert "13 Organization" in first and "30 Patient" in first
+    assert "14 Organization" in first and "30 Patient" in first
     assert "already has data" in run(workdir, "demo", "--if-empty").stdout
     assert "0 Organization" in run(workdir, "demo").stdout
     out = run(workdir, "token", "create", "--user", "admin", "--scope", "user/*.read", "--ttl", "120").stdout
@@ -75,7 +75,7 @@ def test_serve_lists_the_thirteen_institutions(workdir):
         r = httpx.get(f"http://127.0.0.1:{port}/fhir/Organization", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
         bundle = r.json()
-        assert bundle["total"] == 13
+        assert bundle["total"] == 14
         names = {e["resource"]["name"] for e in bundle["entry"]}
         assert "岚江省人民医院" in names
     finally:

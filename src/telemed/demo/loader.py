@@ -12,8 +12,10 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine, select
 
+from telemed.consultation import Env
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import resource as t_resource
+from telemed.demo.consultations import load_consultations
 from telemed.demo.network import ACCOUNTS, build_network
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
@@ -59,10 +61,16 @@ def load_demo(services: DemoServices) -> dict[str, int]:
             counts[rtype] = counts.get(rtype, 0) + 1
         now = services.clock.now()
         password = hash_password(DEMO_PASSWORD)
-        for username, display_name, roles, org, practitioner in demo_accounts():
+        accounts = demo_accounts()
+        for username, display_name, roles, org, practitioner in accounts:
             counts["account"] += ensure_account(
                 conn, username, display_name, roles, now, practitioner, org, password_hash=password
             )
+        env = Env(clock=services.clock, ids=services.ids)
+        sign = getattr(services, "sign_opinion", None)
+        counts["consultation"] = load_consultations(
+            lambda ctx: services.repository(conn, ctx), env, build_network(), accounts, sign
+        )
     return counts
 
 
@@ -77,8 +85,8 @@ def demo_accounts() -> list[tuple[str, str, list[str], str | None, str | None]]:
     doctors at county hospitals and township clinics."""
     out = [(u, name, roles, "org-province" if u != "admin" else None, None) for u, name, roles in ACCOUNTS]
     out += [
-        ("qc", "质控员", ["qc-officer"], "org-province", None),
-        ("triage", "分诊调度员", ["triage-officer"], "org-province", None),
+        ("qc", "质控员", ["qc-officer"], "org-province-tmc", None),
+        ("triage", "分诊调度员", ["triage-officer"], "org-province-tmc", None),
         ("auditor", "审计员", ["auditor"], "org-province", None),
         ("supervisor", "卫健委监管人员", ["supervisor"], "org-province", None),
     ]

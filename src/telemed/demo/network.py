@@ -194,7 +194,21 @@ def organizations() -> list[dict]:
         if inst.parent:
             org["partOf"] = _ref("Organization", inst.parent, BY_ID[inst.parent].name)
         out.append(org)
+    for cid, name, name_en, parent in CENTRES:
+        out.append({
+            "resourceType": "Organization", "id": cid, "active": True, "name": name, "alias": [name_en],
+            "type": [_concept(CENTRE_TYPE_SYSTEM, "telemedicine-centre", "Telemedicine centre", "远程医学中心"),
+                     _concept(f"{HL7}/organization-type", "dept", "Hospital Department", "科室")],
+            "partOf": _ref("Organization", parent, BY_ID[parent].name),
+            "telecom": [{"system": "phone", "value": BY_ID[parent].phone, "use": "work"}],
+        })
     return out
+
+
+# The telemedicine centre that runs quality control and triage for the network: a department of
+# the province hospital (its staff, not the hospital's doctors, see the requests sent to it).
+CENTRES = [("org-province-tmc", "岚江省远程医学中心", "Lanjiang Telemedicine Centre", "org-province")]
+CENTRE_TYPE_SYSTEM = f"{BASE}/CodeSystem/organization-role"
 
 
 def consult_room_id(org_id: str) -> str:
