@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -272,4 +273,26 @@ oauth_code = Table(
     Column("scopes", Json, nullable=False),
     Column("expires", DateTime(timezone=True), nullable=False),
     Index("ix_oauth_code_expires", "expires"),
+)
+
+# Per-user signing keys of clinical reports (Ed25519). Never deleted: a retired key still verifies
+# what it signed. The private half is sealed with a key derived from the server secret.
+signing_key = Table(
+    "signing_key",
+    metadata,
+    Column("kid", String(64), primary_key=True),  # RFC 7638 JWK thumbprint of the public key
+    Column("username", String(64), nullable=False),
+    Column("public_key", String(64), nullable=False),  # raw 32 bytes, base64url (JWK "x")
+    Column("private_key_encrypted", String(255), nullable=False),  # base64url(nonce | AES-GCM ciphertext)
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("retired", DateTime(timezone=True), nullable=True),
+    Index("ix_signing_key_username", "username"),
+    # At most one key in use per user, so two first signatures at once cannot create two.
+    Index(
+        "ux_signing_key_active",
+        "username",
+        unique=True,
+        sqlite_where=text("retired IS NULL"),
+        postgresql_where=text("retired IS NULL"),
+    ),
 )
