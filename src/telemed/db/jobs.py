@@ -1,9 +1,15 @@
-"""Durable background jobs (bulk export, reindex) run by an in-process worker thread.
+"""Durable background jobs (bulk export, reindex, notifications) run by an in-process worker thread.
 
 Jobs live in the ``job`` table, so they survive a restart: a job whose worker stopped sending
 heartbeats is put back in the queue and run again from the start (handlers are restartable).
 Several server instances can share one PostgreSQL: a job is claimed with ``FOR UPDATE SKIP
 LOCKED``, so exactly one instance runs it.
+
+A handler whose work may succeed later (a mail server that is down) raises :class:`RetryLater`:
+the job goes back to the queue and is not claimed before the delay has passed. The handler owns
+the policy (``ctx.attempt`` counts the claims, including those that ended in a crash); the runner
+only schedules. :meth:`JobContext.record` commits a result before the job finishes, so a handler
+that runs again after a crash can see that its side effect already happened.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, or_, select, update
 
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import job as t_job
@@ -31,6 +37,15 @@ class Cancelled(Exception):
     """Raised inside a handler when its job was cancelled."""
 
 
+class RetryLater(Exception):
+    """Raised by a handler to put its job back in the queue, not to be claimed before ``delay``."""
+
+    def __init__(self, delay: timedelta, reason: str = ""):
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
 @dataclass
 class JobContext:
     id: str
@@ -38,6 +53,17 @@ class JobContext:
     engine: Engine
     clock: Clock
     _runner: JobRunner
+    attempt: int = 1  # 1 on the first claim; counts claims that crashed, too
+    recorded: dict | None = None  # what an earlier attempt saved with record()
+
+    def record(self, result: dict) -> None:
+        """Commit ``result`` now, before the job finishes: a run after a crash finds it in ``recorded``.
+
+        Written whatever the status: if the job was requeued or cancelled meanwhile, the result is
+        still what happened."""
+        with unit_of_work(self.engine) as conn:
+            conn.execute(update(t_job).where(t_job.c.id == self.id).values(result=result, updated=self.clock.now()))
+        self.recorded = result
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record progress (0..1) and a heartbeat; raises :class:`Cancelled` if the job was cancelled."""
@@ -103,19 +129,25 @@ class JobRunner(BackgroundWorker):
             )
 
     def _claim(self):
+        now = self.clock.now()
         with unit_of_work(self.engine) as conn:
-            q = select(t_job.c.id).where(t_job.c.status == "queued", t_job.c.kind.in_(list(self.handlers)))
+            q = select(t_job.c.id).where(
+                t_job.c.status == "queued",
+                t_job.c.kind.in_(list(self.handlers)),
+                or_(t_job.c.not_before.is_(None), t_job.c.not_before <= now),
+            )
             q = q.order_by(t_job.c.created).limit(1)
             if conn.dialect.name == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             job_id = conn.execute(q).scalar_one_or_none()
             if job_id is None:
                 return None
-            now = self.clock.now()
             conn.execute(
                 update(t_job)
                 .where(t_job.c.id == job_id)
-                .values(status="running", worker=self.worker_id, heartbeat=now, updated=now)
+                .values(
+                    status="running", worker=self.worker_id, heartbeat=now, updated=now, attempts=t_job.c.attempts + 1
+                )
             )
             return conn.execute(select(t_job).where(t_job.c.id == job_id)).first()
 
@@ -124,12 +156,22 @@ class JobRunner(BackgroundWorker):
         row = self._claim()
         if row is None:
             return False
-        ctx = JobContext(row.id, dict(row.params), self.engine, self.clock, self)
+        ctx = JobContext(
+            row.id, dict(row.params), self.engine, self.clock, self, attempt=row.attempts, recorded=row.result
+        )
         try:
             result = self.handlers[row.kind](ctx)
             values = {"status": "done", "progress": 1.0, "result": result, "message": None}
         except Cancelled:
             return True
+        except RetryLater as retry:
+            log.warning("job %s (%s) attempt %d: retry in %s: %s", row.id, row.kind, row.attempts, retry.delay, retry)
+            values = {
+                "status": "queued",
+                "worker": None,
+                "not_before": self.clock.now() + retry.delay,
+                "message": f"attempt {row.attempts} failed, retrying: {retry}"[:1000],
+            }
         except Exception as exc:  # noqa: BLE001 - recorded on the job for the client to see
             log.exception("job %s (%s) failed", row.id, row.kind)
             values = {"status": "failed", "message": f"{exc.__class__.__name__}: {exc}"[:1000]}

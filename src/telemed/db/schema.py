@@ -179,7 +179,7 @@ revoked_token = Table(
     Column("expires", DateTime(timezone=True), nullable=False, index=True),
 )
 
-# Background jobs (bulk export, reindex): durable, so a restart resumes them.
+# Background jobs (bulk export, reindex, notifications): durable, so a restart resumes them.
 job = Table(
     "job",
     metadata,
@@ -195,6 +195,8 @@ job = Table(
     Column("updated", DateTime(timezone=True), nullable=False),
     Column("heartbeat", DateTime(timezone=True), nullable=True),
     Column("worker", String(128), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),  # claims so far
+    Column("not_before", DateTime(timezone=True), nullable=True),  # a retry waits until then
     Index("ix_job_status_created", "status", "created"),
 )
 
