@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     index_key: str | None = None
     # Fan-out of subscription notifications between instances (redis://...); empty = in-process only.
     broker_url: str | None = None
+    # Outgoing email: smtp://host:25, smtp+starttls://user:pass@host:587 or smtps://user:pass@host:465;
+    # empty = no email notifications.
+    smtp_url: str | None = None
+    mail_from: str = "Telemed <noreply@telemed.local>"
     log_level: str = "INFO"
 
     def problems(self) -> list[str]:
@@ -61,6 +65,9 @@ class Settings(BaseSettings):
                 "TELEMED_WORKERS > 1 without TELEMED_BROKER_URL: websocket notifications reach only the "
                 "sockets of the worker that delivers them; set TELEMED_BROKER_URL=redis://..."
             )
+        if self.smtp_url and self.smtp_url.split("://", 1)[0] not in ("smtp", "smtp+starttls", "smtps"):
+            # (not echoing the URL: it may hold a password)
+            found.append("TELEMED_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
         if not self.blob_url.startswith("file:"):
             found.append(f"TELEMED_BLOB_URL has an unsupported scheme: {self.blob_url!r}")
         return found
