@@ -30,11 +30,12 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian packages the browser tests use (Chromium, driven by Playwright; CJK fonts for screenshots).
-# Needs root; without them the browser tests are skipped with the reason.
+# Debian packages: Chromium for the browser tests (driven by Playwright), CJK fonts for screenshots
+# and report PDFs (WeasyPrint draws with Pango), poppler-utils (pdftotext) for the report tests.
+# Needs root; without them the tests that need them are skipped with the reason.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v pdftotext >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk poppler-utils; \
 	fi
 
 lock:

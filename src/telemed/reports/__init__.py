@@ -4,6 +4,34 @@ Shared by the domains that sign reports (teleconsultation, ECG, pathology). Publ
 in ``__all__``.
 """
 
+from telemed.reports.api import router as verification_router
+from telemed.reports.issue import CONSULT_NOTE, SignedReport, issue_signed_report, verification_url
+from telemed.reports.pdf import Opinion, PatientInfo, ReportDocument, RequestInfo, SignerInfo, render_html, render_pdf
+from telemed.reports.provenance import build_provenance
 from telemed.reports.signing import LocalKeySigner, Signature, Signer, VerifiedSignature, canonical_bytes
+from telemed.reports.verify import DocumentVerification, FileCheck, check_file, verify_document
 
-__all__ = ["LocalKeySigner", "Signature", "Signer", "VerifiedSignature", "canonical_bytes"]
+__all__ = [
+    "CONSULT_NOTE",
+    "DocumentVerification",
+    "FileCheck",
+    "LocalKeySigner",
+    "Opinion",
+    "PatientInfo",
+    "ReportDocument",
+    "RequestInfo",
+    "Signature",
+    "SignedReport",
+    "Signer",
+    "SignerInfo",
+    "VerifiedSignature",
+    "build_provenance",
+    "canonical_bytes",
+    "check_file",
+    "issue_signed_report",
+    "render_html",
+    "render_pdf",
+    "verification_router",
+    "verification_url",
+    "verify_document",
+]
