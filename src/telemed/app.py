@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from telemed import __version__
+from telemed import __version__, notify
 from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
@@ -61,6 +61,9 @@ class Services:
     revocations: Revocations | None = None
     cipher: FieldCipher | None = None
     sealer: Sealer | None = None
+    outbox: notify.Outbox | None = None
+    email: notify.EmailSender | None = None
+    sms: notify.SmsGateway | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None, ids: IdGenerator | None = None) -> Services:
@@ -87,6 +90,12 @@ class Services:
         services.sealer = Sealer(engine, clock)
         services.revocations = Revocations(engine)
         services.cipher = settings.field_cipher()
+        services.email = notify.SmtpSender(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
+        # Demo mode logs text messages; production has no SMS provider yet, so no SMS is queued.
+        services.sms = notify.LogSmsGateway() if settings.demo else None
+        services.outbox = notify.Outbox(
+            services.jobs, cipher=services.cipher, channels=notify.channels(email=services.email, sms=services.sms)
+        )
 
         # Outbox rows become deliverable once their transaction has committed: wake the dispatcher then.
         on_commit(engine, lambda info: dispatcher.wake() if info.pop(OUTBOX_FLAG, False) else None)
@@ -141,6 +150,8 @@ def register_jobs(services: Services) -> None:
 
     services.jobs.register("reindex", lambda ctx: reindex.run_reindex(ctx, services.repository))
     services.jobs.register("bulk-export", lambda ctx: export.run_export(ctx, services.blobs, services.repository))
+    if services.outbox is not None:
+        notify.register(services.jobs, services.outbox, email=services.email, sms=services.sms)
 
 
 def _authenticate(services: Services):

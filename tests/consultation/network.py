@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from telemed.consultation import Env, model
 from telemed.db.engine import unit_of_work
 from telemed.fhir.store.context import AccessContext
+from telemed.identity import ensure_account
 from tests.conftest import unique
 
 
@@ -24,6 +25,9 @@ class Net:
 
     def ctx(self, name: str) -> AccessContext:
         return self.contexts[name]
+
+
+TITLE_SYSTEM = "https://telemed.example.cn/fhir/CodeSystem/professional-title"
 
 
 def _org(id_, name, part_of=None, centre=False):
@@ -51,11 +55,19 @@ def build(services) -> Net:
          "managingOrganization": {"reference": f"Organization/{net.county}"}},
     ]  # fmt: skip
     for pid, name in [(net.requester, "王医生"), *zip(net.experts, ["李主任", "赵主任", "孙主任"], strict=True)]:
-        resources.append({"resourceType": "Practitioner", "id": pid, "name": [{"text": name}]})
+        resources.append({"resourceType": "Practitioner", "id": pid, "name": [{"text": name}],
+                          "telecom": [{"system": "email", "value": f"{pid}@hospital.example.cn"}],
+                          "qualification": [{"code": {"coding": [{"system": TITLE_SYSTEM, "code": "chief-physician",
+                                                                  "display": "主任医师"}]}}]})  # fmt: skip
     with unit_of_work(services.engine) as conn:
         repo = services.repository(conn, AccessContext.system())
         for r in resources:
             repo.update(r["resourceType"], r["id"], r)
+        # Accounts link the users to their Practitioner records (signing checks the link).
+        now = services.clock.now()
+        ensure_account(conn, net.requester, "王医生", ["requesting-doctor"], now, net.requester, net.county)
+        for e in net.experts:
+            ensure_account(conn, e, e, ["consulting-expert"], now, e, net.province)
     c = net.contexts
     c["requester"] = AccessContext(net.requester, roles=frozenset({"requesting-doctor"}), organization=net.county,
                                    practitioner=net.requester)  # fmt: skip

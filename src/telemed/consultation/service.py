@@ -509,3 +509,29 @@ def timeline(repo: Repository, cid: str) -> list[dict]:
             out.append({"at": entry.last_updated, "event": "create", "actor": None, "from": None,
                         "to": wf.DRAFT, "reason": None, "version": 1})  # fmt: skip
     return out
+
+
+def attach(repo: Repository, env: Env, ctx: AccessContext, cid: str, attachment: dict) -> Stored:
+    """A record attached to the consultation (DocumentReference, listed in the request's
+    supportingInfo); the repository keeps large data in the blob store."""
+    loaded = load(repo, cid)
+    if loaded.consultation.state in wf.TERMINAL:
+        raise TelemedError(Category.CONFLICT, f"The consultation is {loaded.consultation.state}; nothing can be added")
+    now = env.clock.now()
+    doc = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {"text": attachment.get("title", "")[:100]},
+        "subject": model.ref("Patient", loaded.patient),
+        "date": model.iso(now),
+        "description": attachment.get("title", ""),
+        "content": [{"attachment": {**attachment, "creation": model.iso(now)}}],
+        "context": {"related": [model.ref("ServiceRequest", cid)]},
+    }
+    if ctx.practitioner:
+        doc["author"] = [model.ref("Practitioner", ctx.practitioner)]
+    stored = repo.create("DocumentReference", doc)
+    sr = dict(loaded.request.resource)
+    sr["supportingInfo"] = [*sr.get("supportingInfo", []), model.ref("DocumentReference", stored.resource["id"])]
+    repo.update("ServiceRequest", cid, sr)
+    return stored

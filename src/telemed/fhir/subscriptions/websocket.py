@@ -33,6 +33,8 @@ class Hub:
         self._redis = None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        # In-process listeners by topic (the portal's live board); called from any thread.
+        self._listeners: dict[str, set[Callable[[str], None]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -74,10 +76,19 @@ class Hub:
             self._forward(sub_id, text)
 
     def _forward(self, sub_id: str, text: str) -> None:
+        for listener in list(self._listeners.get(sub_id, ())):
+            listener(text)
         loop = self._loop
         for ws in list(self._sockets.get(sub_id, ())):
             if loop is not None:
                 asyncio.run_coroutine_threadsafe(_send(ws, text), loop)
+
+    def add_listener(self, topic: str, listener: Callable[[str], None]) -> None:
+        """Call ``listener(text)`` for every message published on ``topic`` by any instance."""
+        self._listeners.setdefault(topic, set()).add(listener)
+
+    def remove_listener(self, topic: str, listener: Callable[[str], None]) -> None:
+        self._listeners.get(topic, set()).discard(listener)
 
     # -- sockets ---------------------------------------------------------------------------------
     def bind(self, sub_id: str, ws: WebSocket) -> None:
