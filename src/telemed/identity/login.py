@@ -98,6 +98,12 @@ def _succeed(conn: Connection, acct, password: str | None, recovery_left, demo: 
     if password is not None and passwords.needs_rehash(acct.password_hash):
         values["password_hash"] = passwords.hash_password(password)
     conn.execute(update(t_account).where(t_account.c.username == acct.username).values(**values))
+    return result_for(acct, demo, mfa_used)
+
+
+def result_for(acct, demo: bool, mfa_used: bool) -> LoginResult:
+    """What a login of ``acct`` (an account row) yields: a full token, or one that can only
+    enroll in two-factor authentication when the roles require it and it is not set up."""
     roles = list(acct.roles)
     scopes = ["user/*.*"]
     if mfa_required(roles, demo) and not acct.totp_enabled:

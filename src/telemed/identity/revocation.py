@@ -52,6 +52,12 @@ class Revocations:
     def forget(self, claims: dict) -> None:
         self._cache.pop((claims.get("jti", ""), claims["sub"]), None)
 
+    def forget_user(self, username: str) -> None:
+        """Drop every cached answer about ``username``'s tokens (after "log out everywhere")."""
+        with self._lock:
+            for key in [k for k in self._cache if k[1] == username]:
+                self._cache.pop(key, None)
+
 
 def revoke(conn: Connection, claims: dict, now: datetime) -> None:
     """Withdraw one token; expired entries are cleaned up on the way."""

@@ -22,6 +22,7 @@ from telemed.fhir.store import audit
 from telemed.fhir.store.context import AccessContext
 from telemed.identity import login as login_service
 from telemed.identity import revocation, tokens
+from telemed.identity.accounts import get_account
 from telemed.identity.login import LoginResult, SecondFactorRequired
 from telemed.identity.revocation import Revocations
 from telemed.kernel.clock import Clock
@@ -29,6 +30,7 @@ from telemed.kernel.errors import Category, TelemedError
 
 CHALLENGE_TTL = timedelta(minutes=5)
 CHALLENGE_AUDIENCE = "telemed-mfa-challenge"  # never accepted where an access token is expected
+CHALLENGE_EXPIRED = "The sign-in has expired; enter the password again"
 
 
 class _Settings(Protocol):
@@ -142,6 +144,16 @@ def reissue(services: SignInServices, claims: dict, result: LoginResult, *, addr
     return SignedIn(result, token, new_claims)
 
 
+def after_enrollment(services: SignInServices, claims: dict, *, address: str | None) -> SignedIn:
+    """Replace a token issued before two-factor enrollment (possibly enrollment-only) by a full one."""
+    with unit_of_work(services.engine, write=False) as conn:
+        acct = get_account(conn, claims["sub"])
+    if acct is None or not acct.active or not acct.totp_enabled:
+        raise TelemedError(Category.CONFLICT, "Two-factor authentication is not enabled")
+    result = login_service.result_for(acct, services.settings.demo, mfa_used=True)
+    return reissue(services, claims, result, address=address, note="two-factor enrollment")
+
+
 def sign_out(services: SignInServices, claims: dict, *, address: str | None, everywhere: bool = False) -> None:
     """Revoke this token (or, ``everywhere``, every token the user holds) and audit it."""
     with unit_of_work(services.engine) as conn:
@@ -151,7 +163,10 @@ def sign_out(services: SignInServices, claims: dict, *, address: str | None, eve
             revocation.revoke(conn, claims, services.clock.now())
         audit_account(conn, services.clock, claims["sub"], "logout-all" if everywhere else "logout", "0", address, None)
     if services.revocations is not None:
-        services.revocations.forget(claims)
+        if everywhere:
+            services.revocations.forget_user(claims["sub"])
+        else:
+            services.revocations.forget(claims)
 
 
 def mfa_challenge(secret: str, username: str, now: datetime) -> str:
@@ -170,5 +185,5 @@ def verify_challenge(secret: str, challenge: str) -> str:
             options={"require": ["exp", "sub"]},
         )  # fmt: skip
     except jwt.PyJWTError:
-        raise TelemedError(Category.UNAUTHENTICATED, "The sign-in has expired; enter the password again") from None
+        raise TelemedError(Category.UNAUTHENTICATED, CHALLENGE_EXPIRED) from None
     return claims["sub"]
