@@ -12,9 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from telemed import __version__, notify
+from telemed import __version__, notify, portal
 from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
@@ -215,6 +215,7 @@ def create_app(services: Services) -> FastAPI:
         body["detail"] = exc.message
         return JSONResponse(body, exc.category.status, headers=exc.headers, media_type="application/problem+json")
 
+    portal.install(app, services)  # after problem_details: errors under /portal become pages
     app.add_route("/fhir", fhir.handle, methods=METHODS)  # the base URL without a trailing slash
     app.mount("/fhir", fhir.router(), name="fhir")
 
@@ -240,8 +241,10 @@ def create_app(services: Services) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
-    def root() -> dict:
-        return {"name": "Telemed", "version": __version__, "fhir": "/fhir/metadata"}
+    def root(request: Request) -> Response:
+        if "text/html" in request.headers.get("accept", ""):  # a browser: the portal
+            return RedirectResponse("/portal/", 303)
+        return JSONResponse({"name": "Telemed", "version": __version__, "fhir": "/fhir/metadata"})
 
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app
