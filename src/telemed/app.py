@@ -15,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from telemed import __version__, notify, portal
+from telemed.consultation import notifications as consultation_notifications
+from telemed.consultation import report as consultation_report
+from telemed.consultation.escalation import SlaWatcher
 from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
@@ -38,6 +41,7 @@ from telemed.kernel.crypto import FieldCipher
 from telemed.kernel.errors import Category, TelemedError
 from telemed.kernel.ids import IdGenerator, new_id
 from telemed.observability import Metrics, ObservabilityMiddleware
+from telemed.reports import LocalKeySigner, Signer, verification_router
 from telemed.settings import Settings
 
 log = logging.getLogger("telemed")
@@ -61,6 +65,8 @@ class Services:
     revocations: Revocations | None = None
     cipher: FieldCipher | None = None
     sealer: Sealer | None = None
+    signer: Signer | None = None
+    _sla_watcher: SlaWatcher | None = None
     outbox: notify.Outbox | None = None
     email: notify.EmailSender | None = None
     sms: notify.SmsGateway | None = None
@@ -90,6 +96,7 @@ class Services:
         services.sealer = Sealer(engine, clock)
         services.revocations = Revocations(engine)
         services.cipher = settings.field_cipher()
+        services.signer = LocalKeySigner(services.secret_key)
         services.email = notify.SmtpSender(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
         # Demo mode logs text messages; production has no SMS provider yet, so no SMS is queued.
         services.sms = notify.LogSmsGateway() if settings.demo else None
@@ -115,6 +122,27 @@ class Services:
             cipher=self.cipher,
         )
 
+    @property
+    def site_url(self) -> str:
+        """The public address of this platform (links in notifications, the report's verification URL)."""
+        base = self.settings.base_url or f"http://{self.settings.host}:{self.settings.port}/fhir"
+        return base.removesuffix("/").removesuffix("/fhir")
+
+    def sign_opinion(self, repo, env, ctx, cid, expected_version=None):
+        """The consultation's sign step with this platform's signer (used by the portal and the demo)."""
+        return consultation_report.sign_opinion(
+            repo, env, ctx, cid, signer=self.signer, base_url=self.site_url, expected_version=expected_version
+        )
+
+    def consultation_notifier(self, repo, notices) -> None:
+        if self.outbox is not None:
+            consultation_notifications.enqueue(repo, self.outbox, notices, self.site_url)
+
+    def sla_watcher(self) -> SlaWatcher:
+        if self._sla_watcher is None:
+            self._sla_watcher = SlaWatcher(self.engine, self.clock, self.repository, self.consultation_notifier)
+        return self._sla_watcher
+
     def start_background(self, loop) -> None:
         """Background workers of this instance: durable jobs and subscription delivery."""
         register_jobs(self)
@@ -122,8 +150,10 @@ class Services:
         self.hub.start(loop)
         self.dispatcher.start()
         self.sealer.start()
+        self.sla_watcher().start()
 
     def stop_background(self) -> None:
+        self.sla_watcher().stop()
         self.sealer.stop()
         self.dispatcher.stop()
         self.hub.stop()
@@ -203,6 +233,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.include_router(auth_api.router)
     app.include_router(oauth.router)
+    app.include_router(verification_router)
 
     @app.exception_handler(TelemedError)
     async def problem_details(_request: Request, exc: TelemedError) -> JSONResponse:

@@ -1,0 +1,91 @@
+"""What every consultation page needs: the use-case environment, units of work, labels."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fastapi import Request
+
+from telemed.consultation import Env, SlaPolicy
+from telemed.consultation import workflow as wf
+from telemed.consultation.directory import Directory, specialty_name
+from telemed.db.engine import unit_of_work
+from telemed.portal import web
+from telemed.portal.i18n import gettext_for, lang_of
+
+TEMPLATES = Path(__file__).parent / "templates"
+web.add_template_folder(TEMPLATES)
+
+
+def services(request: Request):
+    return request.app.state.services
+
+
+def env(request: Request) -> Env:
+    svc = services(request)
+    sla = getattr(svc, "consultation_sla", None) or SlaPolicy()
+    return Env(clock=svc.clock, ids=svc.ids, sla=sla)
+
+
+@contextmanager
+def repository(request: Request, user, write: bool = False):
+    """The caller's repository on a unit of work that commits when the block ends without error."""
+    svc = services(request)
+    with unit_of_work(svc.engine, write=write) as conn:
+        yield svc.repository(conn, user.context)
+
+
+def state_label(request: Request, state: str) -> str:
+    _ = gettext_for(request)
+    return {
+        wf.DRAFT: _("Draft"), wf.SUBMITTED: _("Awaiting quality check"), wf.RETURNED: _("Returned for correction"),
+        wf.ACCEPTED: _("Awaiting triage"), wf.ASSIGNED: _("Assigned"), wf.SCHEDULED: _("Scheduled"),
+        wf.IN_SESSION: _("In session"), wf.OPINION_DRAFTED: _("Opinion being written"),
+        wf.CONCLUDED: _("Report signed"), wf.ACKNOWLEDGED: _("Acknowledged"), wf.ARCHIVED: _("Archived"),
+        wf.CANCELLED: _("Cancelled"),
+    }.get(state, state)  # fmt: skip
+
+
+def kind_label(request: Request, kind: str) -> str:
+    _ = gettext_for(request)
+    return {wf.ROUTINE: _("Routine"), wf.URGENT: _("Urgent"), wf.MDT: _("MDT")}.get(kind, kind)
+
+
+def event_label(request: Request, event: str) -> str:
+    _ = gettext_for(request)
+    return {
+        "create": _("Request created"), "submit": _("Submitted"), "withdraw": _("Withdrawn"),
+        "cancel": _("Cancelled"), "return": _("Returned for correction"), "accept": _("Passed quality check"),
+        "assign": _("Experts assigned"), "decline": _("Declined by expert"), "schedule": _("Scheduled"),
+        "start-session": _("Session started"), "draft-opinion": _("Opinion drafted"), "sign": _("Opinion signed"),
+        "amend": _("Report amended"), "acknowledge": _("Acknowledged by requester"), "archive": _("Archived"),
+    }.get(event, event)  # fmt: skip
+
+
+def labels(request: Request, directory: Directory | None = None) -> dict:
+    """Functions templates use to show codes as words in the page's language."""
+    lang = lang_of(request)
+    out = {
+        "state_label": lambda s: state_label(request, s),
+        "kind_label": lambda k: kind_label(request, k),
+        "event_label": lambda e: event_label(request, e),
+        "specialty_label": lambda c: specialty_name(c, lang),
+        "localinput": localinput,
+    }
+    if directory is not None:
+        out["person"] = directory.name
+        out["org_of"] = directory.org_of
+    return out
+
+
+def localinput(value: datetime | None) -> str:
+    """A datetime as an <input type=datetime-local> value, in the display time zone."""
+    return value.astimezone(web.DISPLAY_TZ).strftime("%Y-%m-%dT%H:%M") if value else ""
+
+
+def minutes_left(deadline: datetime | None, now: datetime) -> int | None:
+    if deadline is None:
+        return None
+    return int((deadline - now).total_seconds() // 60)

@@ -1,0 +1,344 @@
+"""Consultation pages: the lists per role, the request form, the detail page with its actions.
+
+Thin routes: parse the form -> a use case of telemed.consultation.service -> redirect or page.
+Every state change is a POST with the CSRF token and the Task version the page was rendered
+from, so a step taken on a stale page (someone else acted first) says so instead of acting.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from telemed.consultation import model, queries, report, service
+from telemed.consultation import workflow as wf
+from telemed.consultation.directory import SPECIALTY_NAMES, Directory
+from telemed.fhir.search.query import parse
+from telemed.fhir.store import searching
+from telemed.kernel.errors import Category, TelemedError
+from telemed.portal.consultation.common import env, labels, minutes_left, repository, services
+from telemed.portal.exceptions import PortalError
+from telemed.portal.i18n import gettext_for, lang_of
+from telemed.portal.session import CurrentUser, PortalUser
+from telemed.portal.web import DISPLAY_TZ, render
+
+router = APIRouter(prefix="/portal/consultations")
+MAX_UPLOAD = 20 * 1024 * 1024
+ALLOWED_TYPES = {"application/pdf", "image/jpeg", "image/png", "application/dicom", "text/plain"}
+EVENTS = ("submit", "withdraw", "cancel", "return", "accept", "assign", "decline", "schedule", "start-session",
+          "sign", "archive")  # fmt: skip
+
+
+def _now(request: Request) -> datetime:
+    return services(request).clock.now()
+
+
+def _actor(user: PortalUser) -> wf.Actor:
+    return service.actor_of(user.context)
+
+
+# Lists -------------------------------------------------------------------------------------------
+
+
+def worklists(request: Request, user: PortalUser) -> list[tuple[str, list[queries.Row]]]:
+    """The lists this user works from, by role (a user with several roles sees several)."""
+    _ = gettext_for(request)
+    now = _now(request)
+    out = []
+    with repository(request, user) as repo:
+        if user.has_role("requesting-doctor") and user.practitioner:
+            out.append((_("My consultation requests"), queries.my_requests(repo, user.practitioner, now)))
+        if user.has_role("qc-officer"):
+            out.append((_("Quality-check queue"), queries.queue(repo, (wf.SUBMITTED,), now)))
+        if user.has_role("triage-officer"):
+            out.append((_("Triage queue"), queries.queue(repo, (wf.ACCEPTED,), now)))
+            out.append((_("To schedule"), queries.queue(repo, (wf.ASSIGNED,), now)))
+        if user.has_role("consulting-expert") and user.practitioner:
+            out.append((_("My worklist"), queries.expert_worklist(repo, user.practitioner, now)))
+    return out
+
+
+@router.get("", response_class=HTMLResponse)
+def list_page(request: Request, user: CurrentUser) -> HTMLResponse:
+    lists = worklists(request, user)
+    with repository(request, user) as repo:
+        directory = Directory.load(repo)
+    return render(request, "consultation/list.html", lists=lists, now=_now(request), minutes_left=minutes_left,
+                  **labels(request, directory))  # fmt: skip
+
+
+# The request form --------------------------------------------------------------------------------
+
+
+def _patients(repo, user: PortalUser) -> list[dict]:
+    q = parse("Patient", [("_count", "200"), ("_sort", "-_lastUpdated")])
+    return [s.resource for s in searching.search(repo, q, "").matches]
+
+
+@router.get("/new", response_class=HTMLResponse)
+def new_page(request: Request, user: CurrentUser, patient: str | None = None) -> HTMLResponse:
+    if not user.has_role("requesting-doctor"):
+        raise PortalError(Category.FORBIDDEN, "This page is not available to your role")
+    with repository(request, user) as repo:
+        patients = _patients(repo, user)
+    return render(request, "consultation/new.html", patients=patients, selected=patient, specialties=SPECIALTY_NAMES,
+                  form={}, problems=[], idempotency_key=services(request).ids(), kinds=wf.KINDS,
+                  **labels(request))  # fmt: skip
+
+
+def _details(form: dict, consent_file: dict | None) -> model.RequestDetails:
+    when = None
+    if form.get("requested_time"):
+        try:
+            when = datetime.fromisoformat(form["requested_time"]).replace(tzinfo=DISPLAY_TZ)
+        except ValueError:
+            raise PortalError(Category.INCORRECT, "The requested time is not a valid date and time") from None
+    return model.RequestDetails(
+        patient=form.get("patient", ""),
+        kind=form.get("kind") or wf.ROUTINE,
+        purpose=form.get("purpose", ""),
+        summary=form.get("summary", ""),
+        question=form.get("question", ""),
+        specialty=form.get("specialty") or None,
+        requested_time=when,
+        consent_attachment=consent_file,
+        consent_verbal_by=(form.get("consent_witness") or "").strip() or None if form.get("consent") else None,
+    )
+
+
+async def _read_upload(request: Request, upload: UploadFile | None) -> dict | None:
+    """An uploaded file as a FHIR Attachment; refuses what is too large or of an unknown type."""
+    if upload is None or not upload.filename:
+        return None
+    data = await upload.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise PortalError(Category.TOO_LARGE, "The file is larger than %(mb)s MB", mb=MAX_UPLOAD // 1024 // 1024)
+    ctype = (upload.content_type or "").split(";")[0]
+    if ctype not in ALLOWED_TYPES or not data:
+        raise PortalError(Category.UNSUPPORTED_MEDIA, "This kind of file cannot be attached (PDF, JPEG, PNG, DICOM)")
+    if ctype == "application/pdf" and not data.startswith(b"%PDF"):
+        raise PortalError(Category.UNSUPPORTED_MEDIA, "The file is not a valid PDF")
+    return {"contentType": ctype, "data": base64.b64encode(data).decode(), "title": upload.filename[:200],
+            "size": len(data)}  # fmt: skip
+
+
+@router.post("")
+async def create(
+    request: Request, user: CurrentUser, consent_file: Annotated[UploadFile | None, File()] = None
+) -> Response:
+    form = dict((await request.form()).items())
+    form.pop("consent_file", None)
+    attachment = await _read_upload(request, consent_file)
+    details = _details(form, attachment)
+    with repository(request, user, write=True) as repo:
+        loaded = service.create(repo, env(request), user.context, details, form.get("idempotency_key") or None)
+    cid = loaded.consultation.id
+    target = f"/portal/consultations/{cid}"
+    if form.get("then_submit"):
+        try:
+            with repository(request, user, write=True) as repo:
+                service.act(repo, env(request), user.context, cid, "submit")
+        except TelemedError as exc:
+            if exc.category is not Category.UNPROCESSABLE:
+                raise
+            return RedirectResponse(f"{target}?incomplete=1", 303)
+    publish(request, cid)
+    return RedirectResponse(target, 303)
+
+
+# The detail page ---------------------------------------------------------------------------------
+
+
+def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
+    now = _now(request)
+    with repository(request, user) as repo:
+        loaded = service.load(repo, cid)
+        directory = Directory.load(repo)
+        patient = repo.read("Patient", loaded.patient).resource
+        steps = service.timeline(repo, cid)
+        msgs = service.messages(repo, cid)
+        opinions = {}
+        for e in loaded.consultation.experts:
+            comp = service.opinion_of(repo, cid, e.practitioner)
+            if comp is not None:
+                opinions[e.practitioner] = (comp.resource, model.sections_of(comp.resource))
+        attachments = [repo.read("DocumentReference", d).resource
+                       for d in model.details_of(loaded.request.resource).attachments]  # fmt: skip
+        reports = report.report_documents(repo, cid)
+        load = queries.expert_load(repo, [p.id for p in directory.experts()]) if user.has_role("triage-officer") else {}
+        problems = []
+        if loaded.consultation.state in (wf.DRAFT, wf.RETURNED):
+            problems = service.missing_items(repo, model.details_of(loaded.request.resource),
+                                             service.has_consent(repo, loaded))  # fmt: skip
+    c = loaded.consultation
+    actor = _actor(user)
+    actions = [e for e in (*EVENTS, "draft-opinion", "amend", "acknowledge") if wf.may(c, e, actor)]
+    return dict(
+        c=c, loaded=loaded, sr=loaded.request.resource, details=model.details_of(loaded.request.resource),
+        patient=patient, steps=steps, messages=msgs, opinions=opinions, attachments=attachments, reports=reports,
+        actions=actions, directory=directory, experts=directory.experts(), load=load, now=now,
+        minutes_left=minutes_left(loaded.deadline, now), problems=problems, me=user.practitioner,
+        sections=model.SECTIONS, lang=lang_of(request), **labels(request, directory),
+    )  # fmt: skip
+
+
+@router.get("/{cid}", response_class=HTMLResponse)
+def detail_page(request: Request, user: CurrentUser, cid: str, incomplete: int = 0) -> HTMLResponse:
+    ctx = _detail_context(request, user, cid)
+    return render(request, "consultation/detail.html", show_problems=bool(incomplete), **ctx)
+
+
+async def _form(request: Request) -> dict:
+    form = await request.form()
+    out: dict = {}
+    for k, v in form.multi_items():
+        if k in out:
+            out[k] = [*out[k], v] if isinstance(out[k], list) else [out[k], v]
+        else:
+            out[k] = v
+    return out
+
+
+def _version(form: dict) -> int | None:
+    v = form.get("version")
+    return int(v) if v and str(v).isdigit() else None
+
+
+@router.post("/{cid}/act")
+async def act(request: Request, user: CurrentUser, cid: str) -> Response:
+    form = await _form(request)
+    event = form.get("event", "")
+    if event not in EVENTS:
+        raise PortalError(Category.INCORRECT, "Unknown action")
+    experts = form.get("experts") or []
+    experts = tuple([experts] if isinstance(experts, str) else experts)
+    start = None
+    if form.get("start"):
+        try:
+            start = datetime.fromisoformat(form["start"]).replace(tzinfo=DISPLAY_TZ)
+        except ValueError:
+            raise PortalError(Category.INCORRECT, "The requested time is not a valid date and time") from None
+    try:
+        with repository(request, user, write=True) as repo:
+            if event == "sign":
+                loaded = services(request).sign_opinion(repo, env(request), user.context, cid,
+                                                        expected_version=_version(form))  # fmt: skip
+            else:
+                loaded = service.act(repo, env(request), user.context, cid, event, expected_version=_version(form),
+                                     reason=form.get("reason"), experts=experts, start=start)  # fmt: skip
+            notify(request, repo, loaded)
+    except TelemedError as exc:
+        if exc.category is Category.UNPROCESSABLE and event == "submit":
+            return RedirectResponse(f"/portal/consultations/{cid}?incomplete=1", 303)
+        raise
+    publish(request, cid)
+    if event in ("decline",):
+        return RedirectResponse("/portal/consultations", 303)
+    return RedirectResponse(f"/portal/consultations/{cid}", 303)
+
+
+@router.post("/{cid}/edit")
+async def edit(request: Request, user: CurrentUser, cid: str,
+               consent_file: Annotated[UploadFile | None, File()] = None) -> Response:  # fmt: skip
+    form = dict((await request.form()).items())
+    form.pop("consent_file", None)
+    attachment = await _read_upload(request, consent_file)
+    with repository(request, user, write=True) as repo:
+        loaded = service.load(repo, cid)
+        details = _details(form, attachment)
+        details.attachments = model.details_of(loaded.request.resource).attachments
+        service.update_draft(repo, env(request), user.context, cid, details, _version(form))
+    return RedirectResponse(f"/portal/consultations/{cid}", 303)
+
+
+@router.post("/{cid}/opinion")
+async def save_opinion(request: Request, user: CurrentUser, cid: str) -> Response:
+    form = await _form(request)
+    sections = {code: str(form.get(code, "")) for code, _zh, _en in model.SECTIONS}
+    with repository(request, user, write=True) as repo:
+        loaded = service.save_opinion(repo, env(request), user.context, cid, sections)
+        notify(request, repo, loaded)
+    publish(request, cid)
+    return RedirectResponse(f"/portal/consultations/{cid}#opinion", 303)
+
+
+@router.post("/{cid}/acknowledge")
+async def acknowledge(request: Request, user: CurrentUser, cid: str) -> Response:
+    form = await _form(request)
+    rating = form.get("rating")
+    with repository(request, user, write=True) as repo:
+        service.acknowledge(repo, env(request), user.context, cid, int(rating) if rating else None,
+                            form.get("comment") or None, expected_version=_version(form))  # fmt: skip
+    publish(request, cid)
+    return RedirectResponse(f"/portal/consultations/{cid}", 303)
+
+
+@router.post("/{cid}/messages")
+async def post_message(request: Request, user: CurrentUser, cid: str) -> Response:
+    form = await _form(request)
+    with repository(request, user, write=True) as repo:
+        service.post_message(repo, env(request), user.context, cid, str(form.get("text", "")))
+    return RedirectResponse(f"/portal/consultations/{cid}#messages", 303)
+
+
+@router.post("/{cid}/attachments")
+async def upload_attachment(
+    request: Request, user: CurrentUser, cid: str, file: Annotated[UploadFile, File()]
+) -> Response:
+    """Attach a record (report, image, scan) to the request; the page sends it with a progress bar."""
+    attachment = await _read_upload(request, file)
+    if attachment is None:
+        raise PortalError(Category.INCORRECT, "Choose a file to upload")
+    with repository(request, user, write=True) as repo:
+        doc = service.attach(repo, env(request), user.context, cid, attachment)
+    if "application/json" in request.headers.get("accept", ""):
+        return Response(f'{{"id": "{doc.resource["id"]}"}}', media_type="application/json", status_code=201)
+    return RedirectResponse(f"/portal/consultations/{cid}#attachments", 303)
+
+
+@router.get("/{cid}/attachments/{doc_id}")
+def download_attachment(request: Request, user: CurrentUser, cid: str, doc_id: str) -> Response:
+    with repository(request, user) as repo:
+        service.load(repo, cid)  # the consultation must be visible
+        doc = repo.read("DocumentReference", doc_id).resource
+    att = doc["content"][0]["attachment"]
+    data = base64.b64decode(att.get("data", ""))
+    disposition = "inline" if att.get("contentType") in ("application/pdf", "image/jpeg", "image/png") else "attachment"
+    return Response(data, media_type=att.get("contentType", "application/octet-stream"),
+                    headers={"Content-Disposition": f'{disposition}; filename="{doc_id}"'})  # fmt: skip
+
+
+@router.get("/{cid}/report/{doc_id}.pdf")
+def download_report(request: Request, user: CurrentUser, cid: str, doc_id: str) -> Response:
+    """The signed report PDF, byte for byte as filed (its SHA-1 is in the DocumentReference)."""
+    with repository(request, user) as repo:
+        service.load(repo, cid)
+        doc = repo.read("DocumentReference", doc_id).resource
+    att = doc["content"][0]["attachment"]
+    if att.get("contentType") != "application/pdf":
+        raise PortalError(Category.NOT_FOUND, "This page does not exist")
+    name = f"consultation-report-{doc_id}.pdf"
+    return Response(base64.b64decode(att["data"]), media_type="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="{name}"'})  # fmt: skip
+
+
+# Live updates and notifications ------------------------------------------------------------------
+
+
+def publish(request: Request, cid: str) -> None:
+    """Tell every board (on every instance) that a consultation changed (after the commit)."""
+    hub = getattr(services(request), "hub", None)
+    if hub is not None:
+        hub.publish(BOARD_TOPIC, cid)
+
+
+def notify(request: Request, repo, loaded) -> None:
+    if loaded is not None and loaded.notices:
+        services(request).consultation_notifier(repo, loaded.notices)
+
+
+BOARD_TOPIC = "consultation-board"
