@@ -60,15 +60,16 @@ def test_an_unsafe_next_is_ignored(browser, services):
 def test_wrong_password_in_chinese_then_in_english(browser, services):
     user = make_user(services)
     r = sign_in(browser, user, "Wrong-Password-1")
-    assert r.status_code == 401 and "用户名或密码错误" in r.text
+    assert r.status_code == 200 and "用户名或密码错误" in r.text and SESSION_COOKIE not in browser.cookies
     assert f'value="{user}"' in r.text  # the user name is kept, the password is not
     switch = browser.get("/portal/lang/en", params={"next": "/portal/login"})
     assert switch.status_code == 303 and switch.headers["location"] == "/portal/login"
     assert browser.cookies["lang"] == "en"
     r = sign_in(browser, user, "Wrong-Password-1")
-    assert r.status_code == 401 and "The user name or password is incorrect" in r.text
+    assert r.status_code == 200 and "The user name or password is incorrect" in r.text
     assert '<html lang="en">' in r.text and "用户名" not in r.text
-    assert sign_in(browser, unique_nobody(), "x").status_code == 401  # unknown users: the same answer
+    unknown = sign_in(browser, unique_nobody(), "x")  # unknown users get the same answer
+    assert "The user name or password is incorrect" in unknown.text
 
 
 def unique_nobody() -> str:
@@ -80,7 +81,7 @@ def unique_nobody() -> str:
 def test_lockout_message(browser, services):
     user = make_user(services)
     for _ in range(5):
-        assert sign_in(browser, user, "Wrong-Password-1").status_code == 401
+        assert "用户名或密码错误" in sign_in(browser, user, "Wrong-Password-1").text
     locked = sign_in(browser, user)
     assert locked.status_code == 403 and "账户已被锁定" in locked.text and "15 分钟" in locked.text
 
@@ -125,7 +126,7 @@ def test_totp_two_step_login_with_code_and_recovery_code(browser, services):
     assert step.status_code == 200 and 'name="code"' in step.text and "两步验证" in step.text
     assert SESSION_COOKIE not in browser.cookies  # the password alone gives no session
     wrong = browser.post("/portal/login/code", data={"code": "000000", "csrf_token": csrf_of(step)})
-    assert wrong.status_code == 401 and "验证码无效" in wrong.text
+    assert wrong.status_code == 200 and "验证码无效" in wrong.text and SESSION_COOKIE not in browser.cookies
     ok = browser.post("/portal/login/code", data={"code": pyotp.TOTP(secret).now(), "csrf_token": csrf_of(step)})
     assert ok.status_code == 303 and ok.headers["location"] == "/portal/"
     home = browser.get("/portal/")
@@ -142,7 +143,7 @@ def test_totp_two_step_login_with_code_and_recovery_code(browser, services):
 def test_the_code_step_needs_the_password_step(browser):
     page = browser.get("/portal/login")
     r = browser.post("/portal/login/code", data={"code": "123456", "csrf_token": csrf_of(page)})
-    assert r.status_code == 401 and "登录已超时" in r.text
+    assert r.status_code == 200 and "登录已超时" in r.text and 'name="password"' in r.text
 
 
 def test_csrf_is_required_for_every_state_change(browser, services):

@@ -35,6 +35,7 @@ from telemed.portal.web import render
 router = APIRouter()
 
 CHALLENGE_COOKIE = "telemed_mfa"
+DEMO_USER = "admin"  # the demo network's platform administrator, named on the login page in demo mode
 NOTE = "portal"
 
 register_nav("Account security", ENROLL_PATH, order=900)
@@ -67,6 +68,12 @@ def _login_error(_: Gettext, exc: TelemedError) -> str:
     return known.get(exc.message, _("The user name or password is incorrect"))
 
 
+def _form_status(exc: TelemedError) -> int:
+    """The status of a login form shown again after a refusal: 200 for wrong credentials (a 401
+    would need a WWW-Authenticate challenge, RFC 9110 §15.5.2, which a form login has none of)."""
+    return 200 if exc.category is Category.UNAUTHENTICATED else exc.category.status
+
+
 def _login_page(
     request: Request,
     *,
@@ -80,7 +87,7 @@ def _login_page(
     demo = _services(request).settings.demo
     return render(
         request, "login.html", status, step=step, error=error, notice=notice, username=username,
-        next_url=next_url, demo_password=DEMO_PASSWORD if demo else None,
+        next_url=next_url, demo_password=DEMO_PASSWORD if demo else None, demo_user=DEMO_USER,
     )  # fmt: skip
 
 
@@ -127,7 +134,7 @@ def post_login(
         )  # fmt: skip
         return page
     except TelemedError as exc:
-        status = exc.category.status
+        status = _form_status(exc)
         return _login_page(request, status=status, error=_login_error(_, exc), username=username, next_url=next_url)
     return _signed_in(request, done, next_url)
 
@@ -145,7 +152,7 @@ def post_login_code(
     try:
         username = signin.verify_challenge(services.secret_key, challenge)
     except TelemedError as exc:
-        return _login_page(request, status=401, error=_login_error(_, exc), next_url=next_url)
+        return _login_page(request, status=_form_status(exc), error=_login_error(_, exc), next_url=next_url)
     code = code.strip().replace(" ", "")
     if not code:
         error = _("Enter the 6-digit code from your authenticator app")
@@ -155,7 +162,7 @@ def post_login_code(
     except TelemedError as exc:
         step = "password" if exc.category is Category.FORBIDDEN else "code"
         page = _login_page(
-            request, step=step, status=exc.category.status, error=_login_error(_, exc), username=username,
+            request, step=step, status=_form_status(exc), error=_login_error(_, exc), username=username,
             next_url=next_url,
         )  # fmt: skip
         if step == "password":
