@@ -15,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from telemed import __version__, notify, portal
+from telemed.consultation import notifications as consultation_notifications
+from telemed.consultation import report as consultation_report
+from telemed.consultation.escalation import SlaWatcher
 from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
@@ -63,6 +66,7 @@ class Services:
     cipher: FieldCipher | None = None
     sealer: Sealer | None = None
     signer: Signer | None = None
+    _sla_watcher: SlaWatcher | None = None
     outbox: notify.Outbox | None = None
     email: notify.EmailSender | None = None
     sms: notify.SmsGateway | None = None
@@ -118,6 +122,27 @@ class Services:
             cipher=self.cipher,
         )
 
+    @property
+    def site_url(self) -> str:
+        """The public address of this platform (links in notifications, the report's verification URL)."""
+        base = self.settings.base_url or f"http://{self.settings.host}:{self.settings.port}/fhir"
+        return base.removesuffix("/").removesuffix("/fhir")
+
+    def sign_opinion(self, repo, env, ctx, cid, expected_version=None):
+        """The consultation's sign step with this platform's signer (used by the portal and the demo)."""
+        return consultation_report.sign_opinion(
+            repo, env, ctx, cid, signer=self.signer, base_url=self.site_url, expected_version=expected_version
+        )
+
+    def consultation_notifier(self, repo, notices) -> None:
+        if self.outbox is not None:
+            consultation_notifications.enqueue(repo, self.outbox, notices, self.site_url)
+
+    def sla_watcher(self) -> SlaWatcher:
+        if self._sla_watcher is None:
+            self._sla_watcher = SlaWatcher(self.engine, self.clock, self.repository, self.consultation_notifier)
+        return self._sla_watcher
+
     def start_background(self, loop) -> None:
         """Background workers of this instance: durable jobs and subscription delivery."""
         register_jobs(self)
@@ -125,8 +150,10 @@ class Services:
         self.hub.start(loop)
         self.dispatcher.start()
         self.sealer.start()
+        self.sla_watcher().start()
 
     def stop_background(self) -> None:
+        self.sla_watcher().stop()
         self.sealer.stop()
         self.dispatcher.stop()
         self.hub.stop()
