@@ -28,10 +28,13 @@ class Net:
 
 
 TITLE_SYSTEM = "https://telemed.example.cn/fhir/CodeSystem/professional-title"
+TIER_SYSTEM = "https://telemed.example.cn/fhir/CodeSystem/institution-tier"
 
 
-def _org(id_, name, part_of=None, centre=False):
+def _org(id_, name, part_of=None, centre=False, tier=None):
     org = {"resourceType": "Organization", "id": id_, "active": True, "name": name}
+    if tier:
+        org["type"] = [{"coding": [{"system": TIER_SYSTEM, "code": tier}]}]
     if part_of:
         org["partOf"] = {"reference": f"Organization/{part_of}"}
     if centre:
@@ -46,10 +49,10 @@ def build(services) -> Net:
         patient=unique("pat"), requester=unique("prac-req"), experts=[unique("prac-e") for _ in range(3)],
     )  # fmt: skip
     resources = [
-        _org(net.province, "岚江省人民医院"),
+        _org(net.province, "岚江省人民医院", tier="province"),
         _org(net.centre, "远程医学中心", net.province, centre=True),
-        _org(net.county, "青山县人民医院", net.province),
-        _org(net.other_county, "白水县人民医院", net.province),
+        _org(net.county, "青山县人民医院", net.province, tier="county"),
+        _org(net.other_county, "白水县人民医院", net.province, tier="county"),
         {"resourceType": "Patient", "id": net.patient, "name": [{"text": "张伟", "family": "张", "given": ["伟"]}],
          "gender": "male", "birthDate": "1958-03-02",
          "managingOrganization": {"reference": f"Organization/{net.county}"}},
@@ -59,6 +62,20 @@ def build(services) -> Net:
                           "telecom": [{"system": "email", "value": f"{pid}@hospital.example.cn"}],
                           "qualification": [{"code": {"coding": [{"system": TITLE_SYSTEM, "code": "chief-physician",
                                                                   "display": "主任医师"}]}}]})  # fmt: skip
+    for pid, org, specialty in [
+        (net.requester, net.county, "394814009"),
+        *((e, net.province, "394579002") for e in net.experts),
+    ]:
+        resources.append(
+            {
+                "resourceType": "PractitionerRole",
+                "id": f"role-{pid}",
+                "active": True,
+                "practitioner": {"reference": f"Practitioner/{pid}"},
+                "organization": {"reference": f"Organization/{org}"},
+                "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": specialty}]}],
+            }
+        )
     with unit_of_work(services.engine) as conn:
         repo = services.repository(conn, AccessContext.system())
         for r in resources:

@@ -73,6 +73,7 @@ def labels(request: Request, directory: Directory | None = None) -> dict:
         "event_label": lambda e: event_label(request, e),
         "specialty_label": lambda c: specialty_name(c, lang),
         "localinput": localinput,
+        "duration": lambda m: duration(request, m),
     }
     if directory is not None:
         out["person"] = directory.name
@@ -83,6 +84,19 @@ def labels(request: Request, directory: Directory | None = None) -> dict:
 def localinput(value: datetime | None) -> str:
     """A datetime as an <input type=datetime-local> value, in the display time zone."""
     return value.astimezone(web.DISPLAY_TZ).strftime("%Y-%m-%dT%H:%M") if value else ""
+
+
+def duration(request: Request, minutes: int) -> str:
+    """A time span as people say it: 45 min, 3 h 05 min, 2 d 4 h."""
+    _ = gettext_for(request)
+    minutes = abs(minutes)
+    if minutes < 60:
+        return _("%(m)s min", m=minutes)
+    hours, mins = divmod(minutes, 60)
+    if hours < 48:
+        return _("%(h)s h %(m)s min", h=hours, m=f"{mins:02d}")
+    days, hours = divmod(hours, 24)
+    return _("%(d)s d %(h)s h", d=days, h=hours)
 
 
 def minutes_left(deadline: datetime | None, now: datetime) -> int | None:

@@ -74,7 +74,7 @@
     setInterval(refresh, 60000); // time left counts down even when nothing happens
     var clock = document.querySelector("[data-clock]");
     if (clock) {
-      var tick = function () { clock.textContent = new Date().toLocaleTimeString(document.documentElement.lang); };
+      var tick = function () { clock.textContent = new Date().toLocaleTimeString(document.documentElement.lang, { timeZone: "Asia/Shanghai" }); };
       tick();
       setInterval(tick, 1000);
     }
