@@ -127,6 +127,8 @@ def test_totp_two_step_login_with_code_and_recovery_code(browser, services):
     assert SESSION_COOKIE not in browser.cookies  # the password alone gives no session
     wrong = browser.post("/portal/login/code", data={"code": "000000", "csrf_token": csrf_of(step)})
     assert wrong.status_code == 200 and "验证码无效" in wrong.text and SESSION_COOKIE not in browser.cookies
+    assert 'href="/portal/lang/en?next=/portal/login/code"' in wrong.text  # the language switch leads ...
+    assert browser.get("/portal/login/code").headers["location"] == "/portal/login"  # ... back to the login
     ok = browser.post("/portal/login/code", data={"code": pyotp.TOTP(secret).now(), "csrf_token": csrf_of(step)})
     assert ok.status_code == 303 and ok.headers["location"] == "/portal/"
     home = browser.get("/portal/")

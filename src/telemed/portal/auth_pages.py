@@ -139,6 +139,13 @@ def post_login(
     return _signed_in(request, done, next_url)
 
 
+@router.get(LOGIN_PATH + "/code", include_in_schema=False)
+def get_login_code() -> Response:
+    """Where the language switch on the code step leads: the login page (the challenge cookie
+    survives, but asking for the password again is simpler than keeping the step)."""
+    return RedirectResponse(LOGIN_PATH, 303)
+
+
 @router.post(LOGIN_PATH + "/code", include_in_schema=False)
 def post_login_code(
     request: Request,
