@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from telemed import __version__, notify, portal
+from telemed.consultation import SlaPolicy
 from telemed.consultation import notifications as consultation_notifications
 from telemed.consultation import report as consultation_report
 from telemed.consultation.escalation import SlaWatcher
@@ -67,6 +68,7 @@ class Services:
     sealer: Sealer | None = None
     signer: Signer | None = None
     _sla_watcher: SlaWatcher | None = None
+    consultation_sla: SlaPolicy | None = None
     outbox: notify.Outbox | None = None
     email: notify.EmailSender | None = None
     sms: notify.SmsGateway | None = None
@@ -97,6 +99,7 @@ class Services:
         services.revocations = Revocations(engine)
         services.cipher = settings.field_cipher()
         services.signer = LocalKeySigner(services.secret_key)
+        services.consultation_sla = SlaPolicy.parse(settings.consultation_sla)
         services.email = notify.SmtpSender(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
         # Demo mode logs text messages; production has no SMS provider yet, so no SMS is queued.
         services.sms = notify.LogSmsGateway() if settings.demo else None

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # empty = no email notifications.
     smtp_url: str | None = None
     mail_from: str = "Telemed <noreply@telemed.local>"
+    # Teleconsultation deadlines, e.g. "urgent:accept=10m,opinion=60m;routine:opinion=48h"
+    # (telemed.consultation.sla); empty = the defaults there.
+    consultation_sla: str | None = None
     log_level: str = "INFO"
 
     def problems(self) -> list[str]:
@@ -68,6 +71,13 @@ class Settings(BaseSettings):
         if self.smtp_url and self.smtp_url.split("://", 1)[0] not in ("smtp", "smtp+starttls", "smtps"):
             # (not echoing the URL: it may hold a password)
             found.append("TELEMED_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
+        if self.consultation_sla:
+            from telemed.consultation.sla import SlaPolicy
+
+            try:
+                SlaPolicy.parse(self.consultation_sla)
+            except ValueError as exc:
+                found.append(f"TELEMED_CONSULTATION_SLA: {exc}")
         if not self.blob_url.startswith("file:"):
             found.append(f"TELEMED_BLOB_URL has an unsupported scheme: {self.blob_url!r}")
         return found

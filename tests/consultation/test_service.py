@@ -178,3 +178,45 @@ def test_messages_reach_the_participants(services, net):
 def test_system_context_sees_everything(services, net):
     cid = run(services, net.ctx("requester"), service.create, details(net)).consultation.id
     assert read(services, AccessContext.system(), "Task", cid)["status"] == "draft"
+
+
+def test_booking_an_experts_slot_and_refusing_a_double_booking(services, net):
+    from telemed.consultation import availability
+
+    with unit_of_work(services.engine) as conn:
+        repo = services.repository(conn, AccessContext.system())
+        day = services.clock.now() + timedelta(days=1)
+        for res in availability.publish_week(net.experts[0], day, days=1):
+            repo.update(res["resourceType"], res["id"], res)
+    r, tr = net.ctx("requester"), net.ctx("triage")
+    ids = []
+    for _ in range(2):
+        cid = run(services, r, service.create, details(net)).consultation.id
+        run(services, r, service.act, cid, "submit")
+        run(services, net.ctx("qc"), service.act, cid, "accept")
+        run(services, tr, service.act, cid, "assign", experts=(net.experts[0],))
+        ids.append(cid)
+    with unit_of_work(services.engine, write=False) as conn:
+        free = availability.free_slots(services.repository(conn, tr), [net.experts[0]], services.clock.now())
+    slot = free[net.experts[0]][0]
+    loaded = run(services, tr, service.act, ids[0], "schedule", slot=slot.id)
+    assert loaded.consultation.scheduled_start == slot.start
+    assert loaded.appointment.resource["slot"] == [{"reference": f"Slot/{slot.id}"}]
+    with pytest.raises(TelemedError) as exc:
+        run(services, tr, service.act, ids[1], "schedule", slot=slot.id)
+    assert exc.value.category is Category.CONFLICT and "taken" in exc.value.message
+    with unit_of_work(services.engine, write=False) as conn:
+        after = availability.free_slots(services.repository(conn, tr), [net.experts[0]], services.clock.now())
+    assert slot.id not in {f.id for f in after[net.experts[0]]}
+
+
+def test_a_patients_schedule_stays_private_while_an_experts_is_directory_data(services, net):
+    with unit_of_work(services.engine) as conn:
+        repo = services.repository(conn, net.ctx("requester"))
+        mine = repo.create("Schedule", {"resourceType": "Schedule", "actor": [{"reference": f"Patient/{net.patient}"}]})
+        expert = repo.create("Schedule", {"resourceType": "Schedule",
+                                          "actor": [{"reference": f"Practitioner/{net.experts[0]}"}]})  # fmt: skip
+    assert read(services, net.ctx("outsider"), "Schedule", expert.resource["id"])["id"]
+    with pytest.raises(TelemedError) as exc:
+        read(services, net.ctx("outsider"), "Schedule", mine.resource["id"])
+    assert exc.value.category is Category.NOT_FOUND

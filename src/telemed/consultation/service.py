@@ -304,6 +304,7 @@ def act(
     external: tuple[str, ...] = (),
     start: datetime | None = None,
     room: str | None = None,
+    slot: str | None = None,
 ) -> Loaded:
     """Send one workflow event; every resource that reflects the new state is written with it.
 
@@ -320,6 +321,12 @@ def act(
     if event == "assign":
         for p in experts:
             repo.read("Practitioner", p)  # an unknown expert is a 404, not a dangling reference
+    booked = None
+    if event == "schedule" and slot:
+        from telemed.consultation import availability
+
+        booked = availability.book(repo, slot)  # in this unit of work: booked iff scheduled
+        start = model.parse_dt(booked["start"])
     if event == "schedule" and not room:
         room = f"room-{cid[-8:]}-{int(now.timestamp()) % 100000}"
     ev = wf.Event(event, actor_of(ctx), now, reason=(reason or "").strip() or None, experts=tuple(experts),
@@ -329,7 +336,11 @@ def act(
     except wf.IllegalTransition as exc:
         category = Category.FORBIDDEN if exc.code == "forbidden" else Category.CONFLICT
         raise TelemedError(category, exc.reason, [Issue(exc.reason, "business-rule", event)]) from None
-    return persist(repo, env, loaded, new, now)
+    out = persist(repo, env, loaded, new, now)
+    if booked is not None and out.appointment is not None:
+        app = {**out.appointment.resource, "slot": [model.ref("Slot", booked["id"])]}
+        out.appointment = repo.update("Appointment", cid, app)
+    return out
 
 
 def persist(repo: Repository, env: Env, loaded: Loaded, new: wf.Consultation, now: datetime) -> Loaded:

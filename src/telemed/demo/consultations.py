@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from telemed.consultation import Env, model, service
+from telemed.consultation import Env, availability, model, service
 from telemed.consultation import workflow as wf
 from telemed.fhir.store.context import AccessContext
 from telemed.identity.policy import clinical_mode
 
 CENTRE = "org-province-tmc"
+CHINA = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,13 @@ def load_consultations(repo_for: Callable[[AccessContext], object], env: Env, ne
     triage = _ctx(*[by_user["triage"][i] for i in (0, 2, 3)], None)
     experts = [p for org, ps in practitioners_at.items() if org.startswith(("org-province", "org-city")) for p in ps]
     created = 0
+    # Consultation hours for the next week: what triage books sessions into.
+    system = repo_for(AccessContext.system())
+    day = env.clock.now().astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
+    for expert in experts:
+        for res in availability.publish_week(expert, day):
+            if not system.exists(res["resourceType"], res["id"]):
+                system.update(res["resourceType"], res["id"], res)
     for i, case in enumerate(CASES):
         patient = patients[(i * 7) % len(patients)]
         home = patient["managingOrganization"]["reference"].split("/", 1)[1]

@@ -29,6 +29,9 @@ from telemed.fhir.definitions import load
 from telemed.fhir.store.context import AccessContext
 
 OPEN_REQUEST = {"draft", "active", "on-hold"}
+# Compartment types whose instances often concern no patient at all (an expert's consultation
+# hours): visible like directory data when they reference no Patient.
+DIRECTORY_WHEN_PATIENTLESS = frozenset({"Schedule"})
 FOLLOW_UP = timedelta(days=30)
 
 
@@ -88,6 +91,13 @@ def visibility(res, resource_type: str, ctx: AccessContext, now: datetime):
         targets.append(ref.c.target_id.in_(patients))
     if granted is not None:
         targets.append(ref.c.target_id.in_(granted))
+    if resource_type in DIRECTORY_WHEN_PATIENTLESS:
+        # A practitioner's or a room's Schedule holds no patient data: directory data, open to all.
+        own = or_(own, res.c.id.notin_(
+            select(ref.c.resource_id).where(
+                ref.c.resource_type == resource_type, ref.c.code.in_(codes), ref.c.target_type == "Patient"
+            )
+        ))  # fmt: skip
     if not targets or not codes:
         return own
     via_patient = res.c.id.in_(

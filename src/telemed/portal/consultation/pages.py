@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from telemed.consultation import model, queries, report, service
+from telemed.consultation import availability, model, queries, report, service
 from telemed.consultation import workflow as wf
 from telemed.consultation.directory import SPECIALTY_NAMES, Directory
 from telemed.fhir.search.query import parse
@@ -177,11 +177,19 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
     c = loaded.consultation
     actor = _actor(user)
     actions = [e for e in (*EVENTS, "draft-opinion", "amend", "acknowledge") if wf.may(c, e, actor)]
+    slots: dict = {}
+    if "assign" in actions or "schedule" in actions:
+        with repository(request, user) as repo:
+            wanted = [p.id for p in directory.experts()] if "assign" in actions else \
+                [e.practitioner for e in c.active_experts]  # fmt: skip
+            slots = availability.free_slots(repo, wanted, now)
+    offered = sorted((f for e in c.active_experts for f in slots.get(e.practitioner, [])[:6]), key=lambda f: f.start)
     return dict(
         c=c, loaded=loaded, sr=loaded.request.resource, details=model.details_of(loaded.request.resource),
         patient=patient, steps=steps, messages=msgs, opinions=opinions, attachments=attachments, reports=reports,
         actions=actions, directory=directory, experts=directory.experts(), load=load, now=now,
-        minutes_left=minutes_left(loaded.deadline, now), problems=problems, me=user.practitioner,
+        minutes_left=minutes_left(loaded.deadline, now), problems=problems, me=user.practitioner, slots=slots,
+        offered=offered,
         sections=model.SECTIONS, lang=lang_of(request), **labels(request, directory),
     )  # fmt: skip
 
@@ -217,7 +225,7 @@ async def act(request: Request, user: CurrentUser, cid: str) -> Response:
     experts = form.get("experts") or []
     experts = tuple([experts] if isinstance(experts, str) else experts)
     start = None
-    if form.get("start"):
+    if form.get("start") and not form.get("slot"):
         try:
             start = datetime.fromisoformat(form["start"]).replace(tzinfo=DISPLAY_TZ)
         except ValueError:
@@ -229,7 +237,8 @@ async def act(request: Request, user: CurrentUser, cid: str) -> Response:
                                                         expected_version=_version(form))  # fmt: skip
             else:
                 loaded = service.act(repo, env(request), user.context, cid, event, expected_version=_version(form),
-                                     reason=form.get("reason"), experts=experts, start=start)  # fmt: skip
+                                     reason=form.get("reason"), experts=experts, start=start,
+                                     slot=form.get("slot") or None)  # fmt: skip
             notify(request, repo, loaded)
     except TelemedError as exc:
         if exc.category is Category.UNPROCESSABLE and event == "submit":
