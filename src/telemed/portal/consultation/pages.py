@@ -19,7 +19,7 @@ from telemed.consultation import workflow as wf
 from telemed.consultation.directory import SPECIALTY_NAMES, Directory
 from telemed.fhir.search.query import parse
 from telemed.fhir.store import searching
-from telemed.kernel.errors import Category, TelemedError
+from telemed.kernel.errors import Category, Issue, TelemedError
 from telemed.portal.consultation.common import env, labels, minutes_left, repository, services
 from telemed.portal.exceptions import PortalError
 from telemed.portal.i18n import gettext_for, lang_of
@@ -135,6 +135,11 @@ async def create(
     attachment = await _read_upload(request, consent_file)
     details = _details(form, attachment)
     with repository(request, user, write=True) as repo:
+        if not details.patient and (form.get("new_name") or "").strip():
+            details.patient = _register_patient(repo, user, form)
+        if not details.patient:
+            raise PortalError(Category.UNPROCESSABLE, "Choose the patient",
+                              [Issue("Choose the patient", "required", "patient")])  # fmt: skip
         loaded = service.create(repo, env(request), user.context, details, form.get("idempotency_key") or None)
     cid = loaded.consultation.id
     target = f"/portal/consultations/{cid}"
@@ -148,6 +153,25 @@ async def create(
             return RedirectResponse(f"{target}?incomplete=1", 303)
     publish(request, cid)
     return RedirectResponse(target, 303)
+
+
+def _register_patient(repo, user: PortalUser, form: dict) -> str:
+    """A patient first seen for this request, registered at the requesting institution."""
+    name = form["new_name"].strip()[:50]
+    patient: dict = {
+        "resourceType": "Patient",
+        "active": True,
+        "name": [{"text": name, "family": name[:1], "given": [name[1:]] if name[1:] else []}],
+    }
+    if form.get("new_gender") in ("male", "female"):
+        patient["gender"] = form["new_gender"]
+    if form.get("new_birth"):
+        patient["birthDate"] = form["new_birth"][:10]
+    if (form.get("new_id") or "").strip():
+        patient["identifier"] = [{"system": "urn:oid:2.16.156.10011.1.1", "value": form["new_id"].strip()}]
+    if user.organization:
+        patient["managingOrganization"] = {"reference": f"Organization/{user.organization}"}
+    return repo.create("Patient", patient).resource["id"]
 
 
 # The detail page ---------------------------------------------------------------------------------
@@ -169,6 +193,7 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
         attachments = [repo.read("DocumentReference", d).resource
                        for d in model.details_of(loaded.request.resource).attachments]  # fmt: skip
         reports = report.report_documents(repo, cid)
+        record = patient_record(repo, loaded.patient)
         load = queries.expert_load(repo, [p.id for p in directory.experts()]) if user.has_role("triage-officer") else {}
         problems = []
         if loaded.consultation.state in (wf.DRAFT, wf.RETURNED):
@@ -189,9 +214,23 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
         patient=patient, steps=steps, messages=msgs, opinions=opinions, attachments=attachments, reports=reports,
         actions=actions, directory=directory, experts=directory.experts(), load=load, now=now,
         minutes_left=minutes_left(loaded.deadline, now), problems=problems, me=user.practitioner, slots=slots,
-        offered=offered,
+        offered=offered, record=record,
         sections=model.SECTIONS, lang=lang_of(request), **labels(request, directory),
     )  # fmt: skip
+
+
+def patient_record(repo, patient: str) -> dict:
+    """What the expert reads first: the patient's problems, recent results and imaging studies."""
+
+    def find(rt: str, params: list[tuple[str, str]]) -> list[dict]:
+        q = parse(rt, [("patient", f"Patient/{patient}"), ("_count", "20"), *params])
+        return [s.resource for s in searching.search(repo, q, "").matches]
+
+    return {
+        "conditions": find("Condition", []),
+        "observations": find("Observation", [("_sort", "-date")]),
+        "studies": find("ImagingStudy", [("_sort", "-started")]),
+    }
 
 
 @router.get("/{cid}", response_class=HTMLResponse)
