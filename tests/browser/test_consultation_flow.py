@@ -119,6 +119,8 @@ def test_mdt_consultation_in_the_browser(browser, server, services, backend, lan
     qc = _login(browser, server, users["qc"], lang)
     qc.goto(case_url)
     _act(qc, "return", "请补充心电图报告" if zh else "Please add the ECG report")
+    # The doctor's open case page says it changed (portal events), without a reload.
+    doctor.wait_for_selector("[data-live-notice]:not([hidden])", timeout=5000)
     doctor.goto(case_url)
     assert "请补充心电图报告" in doctor.locator("#return-reason").inner_text() or not zh
     doctor.fill("#e-summary", "男，68岁，反复胸痛3天，心电图已上传。")

@@ -14,6 +14,7 @@ from datetime import datetime, time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from telemed.consultation import queries
 from telemed.consultation.directory import Directory
@@ -78,6 +79,40 @@ async def board_events(request: Request, user: CurrentUser) -> StreamingResponse
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/events")
+async def my_events(request: Request, user: CurrentUser) -> StreamingResponse:
+    """``text/event-stream`` for any signed-in user: a ``change`` event for each step of a
+    consultation this user can see (case pages and worklists show a "changed" notice)."""
+    hub = services(request).hub
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+
+    def listener(text: str) -> None:
+        loop.call_soon_threadsafe(_offer, queue, text)
+
+    def visible(cid: str) -> bool:
+        with repository(request, user) as repo:
+            return repo.exists("Task", cid) and repo._visible("Task", cid)
+
+    async def stream():
+        hub.add_listener(BOARD_TOPIC, listener)
+        try:
+            yield "retry: 3000\n\n"
+            while not await request.is_disconnected():
+                try:
+                    cid = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if await run_in_threadpool(visible, cid):
+                    yield f"event: change\ndata: {cid}\n\n"
+        finally:
+            hub.remove_listener(BOARD_TOPIC, listener)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
 def _offer(queue: asyncio.Queue, text: str) -> None:

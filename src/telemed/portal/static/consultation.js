@@ -53,6 +53,18 @@
     });
   });
 
+  // Case pages and worklists: say so when a consultation shown here changes elsewhere.
+  var live = document.querySelector("[data-live]");
+  if (live && window.EventSource) {
+    var watched = live.dataset.live; // a consultation id, or "*" for any on a list
+    var events = new EventSource("/portal/events");
+    events.addEventListener("change", function (e) {
+      if (watched !== "*" && e.data !== watched) return;
+      var note = document.querySelector("[data-live-notice]");
+      if (note) note.hidden = false;
+    });
+  }
+
   // The live board: reload the rows fragment whenever the server says a consultation changed.
   var board = document.querySelector("[data-board]");
   if (board) {
