@@ -20,6 +20,7 @@ from telemed.consultation.directory import SPECIALTY_NAMES, Directory
 from telemed.fhir.search.query import parse
 from telemed.fhir.store import searching
 from telemed.kernel.errors import Category, Issue, TelemedError
+from telemed.portal import uploads
 from telemed.portal.consultation.common import env, labels, minutes_left, repository, services
 from telemed.portal.exceptions import PortalError
 from telemed.portal.i18n import gettext_for, lang_of
@@ -335,14 +336,24 @@ async def post_message(request: Request, user: CurrentUser, cid: str) -> Respons
 
 @router.post("/{cid}/attachments")
 async def upload_attachment(
-    request: Request, user: CurrentUser, cid: str, file: Annotated[UploadFile, File()]
+    request: Request, user: CurrentUser, cid: str, file: Annotated[UploadFile | None, File()] = None
 ) -> Response:
-    """Attach a record (report, image, scan) to the request; the page sends it with a progress bar."""
-    attachment = await _read_upload(request, file)
+    """Attach a record (report, image, scan) to the request: a file sent with the form, or a
+    finished resumable upload (``upload_id``, see telemed.portal.uploads) for large files."""
+    form = await request.form()
+    upload_id = form.get("upload_id")
+    if upload_id:
+        up, data = uploads.read_bytes(request, user, str(upload_id))
+        attachment = {"contentType": up.type, "data": base64.b64encode(data).decode(), "title": up.name,
+                      "size": len(data)}  # fmt: skip
+    else:
+        attachment = await _read_upload(request, file)
     if attachment is None:
         raise PortalError(Category.INCORRECT, "Choose a file to upload")
     with repository(request, user, write=True) as repo:
         doc = service.attach(repo, env(request), user.context, cid, attachment)
+    if upload_id:
+        uploads.discard(request, str(upload_id))  # after the commit: the record now holds the bytes
     if "application/json" in request.headers.get("accept", ""):
         return Response(f'{{"id": "{doc.resource["id"]}"}}', media_type="application/json", status_code=201)
     return RedirectResponse(f"/portal/consultations/{cid}#attachments", 303)

@@ -19,7 +19,53 @@
     }, 0);
   });
 
-  // Uploads show their progress; a refused file shows the server's message.
+  // Uploads go in 1 MB parts that resume after a dropped connection (telemed.portal.uploads),
+  // with a progress bar; a refused file shows the server's message.
+  function sendPart(id, offset, blob) {
+    return fetch("/portal/uploads/" + id, {
+      method: "PATCH", credentials: "same-origin", body: blob,
+      headers: { "X-CSRF-Token": csrf(), "Upload-Offset": String(offset), "Content-Type": "application/offset+octet-stream" }
+    });
+  }
+  function serverOffset(id) {
+    return fetch("/portal/uploads/" + id, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.json(); }).then(function (j) { return j.offset; });
+  }
+  function detail(r) {
+    return r.text().then(function (t) {
+      try { return JSON.parse(t).detail || r.statusText; } catch (e) { return r.statusText; }
+    });
+  }
+  function resumableUpload(file, onProgress) {
+    var type = file.type || (/\.dcm$/i.test(file.name) ? "application/dicom" : "application/octet-stream");
+    return fetch("/portal/uploads", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf(), Accept: "application/json" },
+      body: JSON.stringify({ name: file.name, type: type, size: file.size })
+    }).then(function (r) {
+      if (!r.ok) return detail(r).then(function (m) { throw new Error(m); });
+      return r.json();
+    }).then(function (up) {
+      var failures = 0;
+      function next(offset) {
+        onProgress(offset / file.size);
+        if (offset >= file.size) return Promise.resolve(up.id);
+        return sendPart(up.id, offset, file.slice(offset, offset + up.chunk)).then(function (r) {
+          if (r.ok) { failures = 0; return r.json().then(function (j) { return next(j.offset); }); }
+          if (r.status === 409) return r.json().then(function (j) { return next(j.offset); });
+          return detail(r).then(function (m) { throw new Error(m); });
+        }, function () {
+          // The connection dropped: wait, ask the server how far it got, and continue from there.
+          failures += 1;
+          if (failures > 30) throw new Error("network error");
+          return new Promise(function (ok) { setTimeout(ok, Math.min(1000 * failures, 10000)); })
+            .then(function () { return serverOffset(up.id); }).then(next);
+        });
+      }
+      return next(0);
+    });
+  }
+
   document.querySelectorAll("form[data-upload]").forEach(function (form) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
@@ -27,29 +73,22 @@
       if (!input.files.length) return;
       var bar = form.querySelector("progress");
       var status = form.querySelector(".upload-status");
-      var xhr = new XMLHttpRequest();
-      xhr.open("POST", form.action);
-      xhr.setRequestHeader("X-CSRF-Token", csrf());
-      xhr.setRequestHeader("Accept", "application/json");
       bar.hidden = false;
       bar.value = 0;
-      xhr.upload.onprogress = function (e) {
-        if (e.lengthComputable) bar.value = Math.round((100 * e.loaded) / e.total);
-      };
-      xhr.onload = function () {
-        if (xhr.status >= 200 && xhr.status < 300) {
-          bar.value = 100;
+      status.textContent = "";
+      resumableUpload(input.files[0], function (fraction) { bar.value = Math.round(100 * fraction); })
+        .then(function (id) {
+          var data = new FormData();
+          data.append("csrf_token", csrf());
+          data.append("upload_id", id);
+          return fetch(form.action, { method: "POST", body: data, credentials: "same-origin",
+                                      headers: { Accept: "application/json", "X-CSRF-Token": csrf() } });
+        })
+        .then(function (r) {
+          if (!r.ok) return detail(r).then(function (m) { throw new Error(m); });
           window.location.reload();
-        } else {
-          var message = xhr.statusText;
-          try { message = JSON.parse(xhr.responseText).detail || message; } catch (e) { /* an HTML page */ }
-          status.textContent = message;
-          status.className = "upload-status error";
-        }
-      };
-      xhr.onerror = function () { status.textContent = "network error"; status.className = "upload-status error"; };
-      var data = new FormData(form);
-      xhr.send(data);
+        })
+        .catch(function (err) { status.textContent = err.message; status.className = "upload-status error"; });
     });
   });
 
