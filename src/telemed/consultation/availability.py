@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from telemed.consultation import model
-from telemed.consultation.service import _search
+from telemed.consultation.lookup import find
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError
 
@@ -31,7 +31,7 @@ def schedules_of(repo: Repository, practitioners: list[str]) -> dict[str, str]:
         return {}
     refs = ",".join(f"Practitioner/{p}" for p in practitioners)
     out = {}
-    for s in _search(repo, "Schedule", [("actor", refs), ("active", "true")], 500):
+    for s in find(repo, "Schedule", [("actor", refs), ("active", "true")], 500):
         for actor in s.resource.get("actor", []):
             p = model.ref_id(actor, "Practitioner")
             if p in practitioners:
@@ -51,7 +51,7 @@ def free_slots(repo: Repository, practitioners: list[str], now: datetime, days: 
         ("start", f"ge{now.isoformat()}"),
         ("start", f"lt{(now + timedelta(days=days)).isoformat()}"),
     ]
-    for s in _search(repo, "Slot", params, 1000):
+    for s in find(repo, "Slot", params, 1000):
         r = s.resource
         p = schedules.get(model.ref_id(r.get("schedule"), "Schedule") or "")
         if p:

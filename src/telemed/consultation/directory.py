@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from telemed.consultation.service import _search
+from telemed.consultation.lookup import find
 from telemed.fhir.store.repository import Repository
 
 TIER_SYSTEM = "https://telemed.example.cn/fhir/CodeSystem/institution-tier"
@@ -46,14 +46,14 @@ class Directory:
     @classmethod
     def load(cls, repo: Repository) -> Directory:
         d = cls()
-        for o in _search(repo, "Organization", [], 1000):
+        for o in find(repo, "Organization", [], 1000):
             r = o.resource
             d.organizations[r["id"]] = r.get("name", r["id"])
             for t in r.get("type", []):
                 for c in t.get("coding", []):
                     if c.get("system") == TIER_SYSTEM:
                         d.tiers[r["id"]] = c["code"]
-        for p in _search(repo, "Practitioner", [], 1000):
+        for p in find(repo, "Practitioner", [], 1000):
             r = p.resource
             name = (r.get("name") or [{}])[0]
             title = ""
@@ -63,7 +63,7 @@ class Directory:
                         title = c.get("display", "")
             d.people[r["id"]] = Person(r["id"], name.get("text") or name.get("family", "") + "".join(
                 name.get("given", [])) or r["id"], title)  # fmt: skip
-        for pr in _search(repo, "PractitionerRole", [], 1000):
+        for pr in find(repo, "PractitionerRole", [], 1000):
             r = pr.resource
             pid = (r.get("practitioner") or {}).get("reference", "").removeprefix("Practitioner/")
             person = d.people.get(pid)

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 
 from telemed.consultation import model
-from telemed.consultation.queries import OPEN_STATES, _states_param, _tasks
-from telemed.consultation.service import Notice, _without_transition
+from telemed.consultation.queries import OPEN_STATES, find_tasks, states_param
+from telemed.consultation.service import Notice, untracked_version
 from telemed.db.engine import unit_of_work
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
@@ -27,7 +27,7 @@ def escalate_overdue(repo: Repository, now, notify: Callable[[Repository, list[N
     """Mark every open consultation past its deadline as overdue (Task extension) and tell the
     centre's triage desk; returns the ids escalated now."""
     escalated = []
-    for t in _tasks(repo, [_states_param(OPEN_STATES)], 1000):
+    for t in find_tasks(repo, [states_param(OPEN_STATES)], 1000):
         task = t.resource
         deadline = model.parse_dt(((task.get("restriction") or {}).get("period") or {}).get("end"))
         if deadline is None or deadline > now:
@@ -35,7 +35,7 @@ def escalate_overdue(repo: Repository, now, notify: Callable[[Repository, list[N
         if any(e.get("url") == model.SLA_URL and e.get("valueDateTime") == model.iso(deadline)
                for e in task.get("extension", [])):  # fmt: skip
             continue  # this deadline was escalated already
-        marked = _without_transition(task, now)
+        marked = untracked_version(task, now)
         marked["extension"] = [e for e in marked.get("extension", []) if e.get("url") != model.SLA_URL]
         marked["extension"].append({"url": model.SLA_URL, "valueDateTime": model.iso(deadline)})
         try:

@@ -23,8 +23,10 @@ Another FHIR client can follow a consultation through these resources alone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from html import escape, unescape
 
 from telemed.consultation import workflow as wf
 
@@ -361,8 +363,6 @@ def service_request_for_state(sr: dict, c: wf.Consultation, centre: str | None) 
 
 
 def appointment(c: wf.Consultation, patient: str, minutes: int, previous: dict | None) -> dict:
-    from datetime import timedelta
-
     start = c.scheduled_start
     out = dict(previous or {})
     out.update(
@@ -422,8 +422,6 @@ def opinion(
     cid: str, practitioner: str, patient: str, sections: dict[str, str], status: str, now: datetime, title: str
 ) -> dict:
     """One expert's opinion as a Composition (R4 §2.42, consult note) with the report's sections."""
-    from html import escape
-
     secs = []
     for code, zh, _en in SECTIONS:
         text = (sections.get(code) or "").strip()
@@ -447,9 +445,6 @@ def opinion(
 
 
 def sections_of(composition: dict) -> dict[str, str]:
-    import re
-    from html import unescape
-
     out = {}
     for s in composition.get("section", []):
         code = ((s.get("code") or {}).get("coding") or [{}])[0].get("code")

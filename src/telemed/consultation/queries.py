@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from telemed.consultation import model
 from telemed.consultation import workflow as wf
-from telemed.consultation.service import _maybe, _search
+from telemed.consultation.lookup import find, read_if_exists
 from telemed.fhir.store.repository import Repository, Stored
 
 OPEN_STATES = (wf.SUBMITTED, wf.RETURNED, wf.ACCEPTED, wf.ASSIGNED, wf.SCHEDULED, wf.IN_SESSION, wf.OPINION_DRAFTED)
@@ -48,11 +48,11 @@ def _state(task: dict) -> str:
     return ((task.get("businessStatus") or {}).get("coding") or [{}])[0].get("code", "")
 
 
-def _tasks(repo: Repository, params: list[tuple[str, str]], count: int = 200) -> list[Stored]:
-    return _search(repo, "Task", params, count)
+def find_tasks(repo: Repository, params: list[tuple[str, str]], count: int = 200) -> list[Stored]:
+    return find(repo, "Task", params, count)
 
 
-def _states_param(states) -> tuple[str, str]:
+def states_param(states) -> tuple[str, str]:
     return ("business-status", ",".join(f"{model.STATE_SYSTEM}|{s}" for s in states))
 
 
@@ -62,16 +62,16 @@ def rows_for(repo: Repository, tasks: list[Stored], now: datetime) -> list[Row]:
     for t in tasks:
         task = t.resource
         cid = task["id"]
-        sr = _maybe(repo, "ServiceRequest", cid)
+        sr = read_if_exists(repo, "ServiceRequest", cid)
         if sr is None:
             continue
         r = sr.resource
         patient = model.ref_id(r.get("subject"), "Patient") or ""
         if patient not in names:
-            p = _maybe(repo, "Patient", patient)
+            p = read_if_exists(repo, "Patient", patient)
             names[patient] = _name(p.resource) if p else ""
-        app = _maybe(repo, "Appointment", cid)
-        enc = _maybe(repo, "Encounter", cid)
+        app = read_if_exists(repo, "Appointment", cid)
+        enc = read_if_exists(repo, "Encounter", cid)
         deadline = model.parse_dt(((task.get("restriction") or {}).get("period") or {}).get("end"))
         details = model.details_of(r)
         out.append(Row(
@@ -104,27 +104,27 @@ def mask_name(name: str) -> str:
 
 
 def my_requests(repo: Repository, practitioner: str, now: datetime) -> list[Row]:
-    tasks = _tasks(repo, [("requester", f"Practitioner/{practitioner}"), _states_param(wf.STATES)])
+    tasks = find_tasks(repo, [("requester", f"Practitioner/{practitioner}"), states_param(wf.STATES)])
     return sorted(rows_for(repo, tasks, now), key=lambda r: r.last_modified or now, reverse=True)
 
 
 def queue(repo: Repository, states: tuple[str, ...], now: datetime) -> list[Row]:
     """A centre queue (QC: submitted; triage: accepted and assigned), urgent and oldest first."""
-    rows = rows_for(repo, _tasks(repo, [_states_param(states)]), now)
+    rows = rows_for(repo, find_tasks(repo, [states_param(states)]), now)
     return sorted(rows, key=lambda r: (r.kind != wf.URGENT, r.deadline or now + timedelta(days=999)))
 
 
 def expert_worklist(repo: Repository, practitioner: str, now: datetime) -> list[Row]:
-    subs = _tasks(repo, [("owner", f"Practitioner/{practitioner}"), ("status", "ready,in-progress,completed")])
+    subs = find_tasks(repo, [("owner", f"Practitioner/{practitioner}"), ("status", "ready,in-progress,completed")])
     ids = {model.ref_id(s.resource.get("partOf", [{}])[0], "Task") for s in subs}
-    tasks = [t for t in (_maybe(repo, "Task", i) for i in ids if i) if t is not None]
+    tasks = [t for t in (read_if_exists(repo, "Task", i) for i in ids if i) if t is not None]
     rows = rows_for(repo, tasks, now)
     return sorted(rows, key=lambda r: (r.state in DONE_STATES, r.scheduled_start or r.deadline or now))
 
 
 def expert_load(repo: Repository, practitioners: list[str]) -> dict[str, int]:
     """Open consultations per expert (for triage: who is free)."""
-    subs = _tasks(repo, [("owner", ",".join(f"Practitioner/{p}" for p in practitioners)),
+    subs = find_tasks(repo, [("owner", ",".join(f"Practitioner/{p}" for p in practitioners)),
                          ("status", "ready,in-progress")], 1000) if practitioners else []  # fmt: skip
     return Counter(model.ref_id(s.resource.get("owner"), "Practitioner") for s in subs)
 
@@ -139,8 +139,8 @@ class Board:
 def board(repo: Repository, now: datetime, day_start: datetime) -> Board:
     """Today's consultations for the centre's wall screen (patient names masked)."""
     day_end = day_start + timedelta(days=1)
-    open_rows = rows_for(repo, _tasks(repo, [_states_param(OPEN_STATES)], 500), now)
-    done_tasks = _tasks(repo, [_states_param(DONE_STATES), ("modified", f"ge{day_start.isoformat()}")], 500)
+    open_rows = rows_for(repo, find_tasks(repo, [states_param(OPEN_STATES)], 500), now)
+    done_tasks = find_tasks(repo, [states_param(DONE_STATES), ("modified", f"ge{day_start.isoformat()}")], 500)
     done_rows = rows_for(repo, done_tasks, now)
     for r in (*open_rows, *done_rows):
         r.patient_name = mask_name(r.patient_name)
@@ -155,12 +155,12 @@ def board(repo: Repository, now: datetime, day_start: datetime) -> Board:
 
 def counts(repo: Repository) -> dict[str, Counter]:
     """Consultations per state, kind, requesting institution and expert (the statistics page)."""
-    tasks = _tasks(repo, [_states_param(wf.STATES)], 1000)
+    tasks = find_tasks(repo, [states_param(wf.STATES)], 1000)
     out = {"state": Counter(), "kind": Counter(), "expert": Counter(), "specialty": Counter()}
     for t in tasks:
         out["state"][_state(t.resource)] += 1
         out["kind"][(t.resource.get("code") or {}).get("coding", [{}])[0].get("code")] += 1
-    for sub in _tasks(repo, [("status", "completed")], 1000):
+    for sub in find_tasks(repo, [("status", "completed")], 1000):
         if sub.resource.get("partOf"):
             out["expert"][model.ref_id(sub.resource.get("owner"), "Practitioner")] += 1
     return out

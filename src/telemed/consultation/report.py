@@ -9,10 +9,13 @@ verification address. Amendments re-sign and supersede the earlier document.
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import date, datetime
 
 from telemed.consultation import model, service
 from telemed.consultation import workflow as wf
+from telemed.consultation.lookup import find
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository, Stored
 from telemed.kernel.errors import Category, TelemedError
@@ -28,6 +31,7 @@ from telemed.reports import (
     issue_signed_report,
 )
 from telemed.reports.issue import current_documents
+from telemed.reports.provenance import signature_jws
 
 TITLE = "远程会诊报告"
 
@@ -166,14 +170,14 @@ def _org_display(repo: Repository, org: str | None) -> str | None:
 
 
 def _org_name(repo: Repository, practitioner: str | None) -> str | None:
-    roles = service._search(repo, "PractitionerRole", [("practitioner", f"Practitioner/{practitioner}")], 1)
+    roles = find(repo, "PractitionerRole", [("practitioner", f"Practitioner/{practitioner}")], 1)
     if not roles:
         return None
     return _org_display(repo, model.ref_id(roles[0].resource.get("organization"), "Organization"))
 
 
 def _latest_provenance(repo: Repository, comp: Stored) -> dict | None:
-    found = service._search(repo, "Provenance", [("target", f"Composition/{comp.resource['id']}")], 50)
+    found = find(repo, "Provenance", [("target", f"Composition/{comp.resource['id']}")], 50)
     found.sort(key=lambda s: s.resource.get("recorded", ""))
     return found[-1].resource if found else None
 
@@ -181,14 +185,9 @@ def _latest_provenance(repo: Repository, comp: Stored) -> dict | None:
 def _kid(prov: dict | None) -> str | None:
     if not prov:
         return None
-    from telemed.reports.provenance import signature_jws
-
     jws = signature_jws(prov)
     if not jws:
         return None
-    import base64
-    import json
-
     header = jws.split(".", 1)[0]
     return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))).get("kid")
 

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from telemed.consultation import model
+from telemed.consultation import availability, model
 from telemed.consultation import workflow as wf
+from telemed.consultation.lookup import find, read_if_exists
 from telemed.consultation.sla import SlaPolicy
-from telemed.fhir.search.query import parse
-from telemed.fhir.store import searching
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository, Stored
 from telemed.kernel.errors import Category, Issue, TelemedError
@@ -89,10 +88,6 @@ def actor_of(ctx: AccessContext) -> wf.Actor:
     return wf.Actor(ctx.user, frozenset(ctx.roles), ctx.practitioner)
 
 
-def _search(repo: Repository, rt: str, params: list[tuple[str, str]], count: int = 200) -> list[Stored]:
-    return searching.search(repo, parse(rt, [*params, ("_count", str(count))]), "").matches
-
-
 # Loading -----------------------------------------------------------------------------------------
 
 
@@ -110,9 +105,7 @@ def load(repo: Repository, cid: str) -> Loaded:
         raise
     experts: dict[str, Stored] = {}
     team: list[wf.Expert] = []
-    for st in sorted(
-        _search(repo, "Task", [("part-of", f"Task/{cid}")]), key=lambda s: s.resource.get("authoredOn", "")
-    ):
+    for st in sorted(find(repo, "Task", [("part-of", f"Task/{cid}")]), key=lambda s: s.resource.get("authoredOn", "")):
         r = st.resource
         practitioner = model.ref_id(r.get("owner"), "Practitioner")
         if not practitioner or r.get("status") == "cancelled":
@@ -122,8 +115,8 @@ def load(repo: Repository, cid: str) -> Loaded:
         state = model.EXPERT_STATE.get(r["status"], wf.EXPERT_ASSIGNED)
         team.append(wf.Expert(practitioner, state, external, (r.get("statusReason") or {}).get("text")))
     state = task.resource["businessStatus"]["coding"][0]["code"]
-    appointment = _maybe(repo, "Appointment", cid)
-    encounter = _maybe(repo, "Encounter", cid)
+    appointment = read_if_exists(repo, "Appointment", cid)
+    encounter = read_if_exists(repo, "Encounter", cid)
     room = next((i["value"] for i in (encounter.resource.get("identifier", []) if encounter else [])
                  if i.get("system") == model.ROOM_SYSTEM), None)  # fmt: skip
     signed = next((o.get("valueInteger", 0) for o in task.resource.get("output", [])), 0)
@@ -140,15 +133,6 @@ def load(repo: Repository, cid: str) -> Loaded:
     return Loaded(c, sr, task, experts, appointment, encounter)
 
 
-def _maybe(repo: Repository, rt: str, id_: str) -> Stored | None:
-    try:
-        return repo.read(rt, id_)
-    except TelemedError as exc:
-        if exc.category in (Category.NOT_FOUND, Category.GONE):
-            return None
-        raise
-
-
 def find_centre(repo: Repository, organization: str | None) -> str | None:
     """The telemedicine centre that serves ``organization``: the nearest centre found walking up
     the tiers (a county hospital asks its city's sub-centre when there is one, else the province)."""
@@ -156,11 +140,11 @@ def find_centre(repo: Repository, organization: str | None) -> str | None:
     org = organization
     while org and org not in seen:
         seen.add(org)
-        hits = _search(repo, "Organization", [("partof", f"Organization/{org}"),
+        hits = find(repo, "Organization", [("partof", f"Organization/{org}"),
                                               ("type", f"{model.ORG_TYPE_SYSTEM}|{model.CENTRE_TYPE}")], 1)  # fmt: skip
         if hits:
             return hits[0].resource["id"]
-        current = _maybe(repo, "Organization", org)
+        current = read_if_exists(repo, "Organization", org)
         org = model.ref_id((current.resource if current else {}).get("partOf"), "Organization")
     return None
 
@@ -256,11 +240,11 @@ def update_draft(
         sr["performer"] = old["performer"]
     repo.update("ServiceRequest", cid, sr, if_match=loaded.request.etag)
     # A new Task version marks the edit, so the edit conflicts with a concurrent transition.
-    repo.update("Task", cid, _without_transition(loaded.task.resource, now), if_match=loaded.task.etag)
+    repo.update("Task", cid, untracked_version(loaded.task.resource, now), if_match=loaded.task.etag)
     return load(repo, cid)
 
 
-def _without_transition(task: dict, now: datetime) -> dict:
+def untracked_version(task: dict, now: datetime) -> dict:
     """A Task version that records no workflow step (an edit, a rating): not part of the timeline."""
     out = {**task, "lastModified": model.iso(now)}
     out["extension"] = [e for e in task.get("extension", []) if e.get("url") != model.TRANSITION_URL]
@@ -282,7 +266,7 @@ def has_consent(repo: Repository, loaded: Loaded) -> bool:
     for s in loaded.request.resource.get("supportingInfo", []):
         cid = model.ref_id(s, "Consent")
         if cid:
-            consent = _maybe(repo, "Consent", cid)
+            consent = read_if_exists(repo, "Consent", cid)
             if consent and consent.resource.get("status") == "active":
                 return True
     return False
@@ -323,8 +307,6 @@ def act(
             repo.read("Practitioner", p)  # an unknown expert is a 404, not a dangling reference
     booked = None
     if event == "schedule" and slot:
-        from telemed.consultation import availability
-
         booked = availability.book(repo, slot)  # in this unit of work: booked iff scheduled
         start = model.parse_dt(booked["start"])
     if event == "schedule" and not room:
@@ -430,7 +412,7 @@ def notices_for(loaded: Loaded, new: wf.Consultation, last: wf.Transition | None
 
 
 def opinion_of(repo: Repository, cid: str, practitioner: str) -> Stored | None:
-    return _maybe(repo, "Composition", model.expert_task_id(cid, practitioner))
+    return read_if_exists(repo, "Composition", model.expert_task_id(cid, practitioner))
 
 
 def save_opinion(repo: Repository, env: Env, ctx: AccessContext, cid: str, sections: dict[str, str]) -> Loaded:
@@ -481,7 +463,7 @@ def post_message(repo: Repository, env: Env, ctx: AccessContext, cid: str, text:
 
 
 def messages(repo: Repository, cid: str) -> list[Stored]:
-    return sorted(_search(repo, "Communication", [("based-on", f"ServiceRequest/{cid}")]),
+    return sorted(find(repo, "Communication", [("based-on", f"ServiceRequest/{cid}")]),
                   key=lambda s: s.resource.get("sent", ""))  # fmt: skip
 
 
@@ -494,7 +476,7 @@ def acknowledge(
         raise TelemedError(Category.UNPROCESSABLE, "The rating is from 1 to 5")
     loaded = act(repo, env, ctx, cid, "acknowledge", expected_version=expected_version, reason=comment)
     if rating is not None:
-        task = _without_transition(loaded.task.resource, env.clock.now())
+        task = untracked_version(loaded.task.resource, env.clock.now())
         task["extension"] = [e for e in task.get("extension", []) if e.get("url") != model.RATING_URL]
         task["extension"].append({"url": model.RATING_URL, "valueInteger": int(rating)})
         if comment:

@@ -129,7 +129,7 @@ def statistics(request: Request, user: CurrentUser) -> HTMLResponse:
         directory = Directory.load(repo)
         counts = queries.counts(repo)
         rows = queries.rows_for(
-            repo, queries._tasks(repo, [queries._states_param(queries.OPEN_STATES + queries.DONE_STATES)], 1000), now
+            repo, queries.find_tasks(repo, [queries.states_param(queries.OPEN_STATES + queries.DONE_STATES)], 1000), now
         )
     by_institution: Counter = Counter(directory.org_of(r.requester) for r in rows)
     by_specialty: Counter = Counter(r.specialty for r in rows)
