@@ -19,6 +19,7 @@ from telemed.consultation import workflow as wf
 from telemed.consultation.directory import SPECIALTY_NAMES, Directory
 from telemed.fhir.search.query import parse
 from telemed.fhir.store import searching
+from telemed.identity.accounts import get_account
 from telemed.kernel.errors import Category, Issue, TelemedError
 from telemed.portal import uploads
 from telemed.portal.consultation.common import env, labels, minutes_left, repository, services
@@ -185,6 +186,9 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
         directory = Directory.load(repo)
         patient = repo.read("Patient", loaded.patient).resource
         steps = service.timeline(repo, cid)
+        for step in steps:  # user names as the people's names
+            acct = get_account(repo.conn, step["actor"]) if step["actor"] else None
+            step["actor_name"] = acct.display_name if acct is not None else step["actor"]
         msgs = service.messages(repo, cid)
         opinions = {}
         for e in loaded.consultation.experts:
@@ -310,6 +314,23 @@ async def save_opinion(request: Request, user: CurrentUser, cid: str) -> Respons
     sections = {code: str(form.get(code, "")) for code, _zh, _en in model.SECTIONS}
     with repository(request, user, write=True) as repo:
         loaded = service.save_opinion(repo, env(request), user.context, cid, sections)
+        notify(request, repo, loaded)
+    publish(request, cid)
+    return RedirectResponse(f"/portal/consultations/{cid}#opinion", 303)
+
+
+@router.post("/{cid}/amend")
+async def amend(request: Request, user: CurrentUser, cid: str) -> Response:
+    """A signed opinion changes only as an amendment, with its reason; the report is re-issued."""
+    form = await _form(request)
+    sections = {code: str(form.get(code, "")) for code, _zh, _en in model.SECTIONS}
+    reason = str(form.get("reason", "")).strip()
+    if not reason:
+        raise PortalError(Category.UNPROCESSABLE, "An amendment needs a reason")
+    svc = services(request)
+    with repository(request, user, write=True) as repo:
+        loaded = report.amend_opinion(repo, env(request), user.context, cid, sections, reason, signer=svc.signer,
+                                      base_url=svc.site_url)  # fmt: skip
         notify(request, repo, loaded)
     publish(request, cid)
     return RedirectResponse(f"/portal/consultations/{cid}#opinion", 303)
