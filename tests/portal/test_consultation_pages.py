@@ -1,0 +1,89 @@
+"""Consultation pages over HTTP: what a user sees on bad input and conflicts, in their language."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from telemed.consultation import service
+from telemed.db.engine import unit_of_work
+from telemed.db.schema import account
+from telemed.identity import ensure_account
+from telemed.identity.passwords import hash_password
+from tests.consultation.network import build
+from tests.consultation.test_service import details, run
+from tests.identity.test_authentication import PASSWORD
+from tests.portal.conftest import browser_client, csrf_of, sign_in
+
+
+def _session(services, server, username, roles=None, org=None, lang=None):
+    with unit_of_work(services.engine) as conn:
+        if roles:
+            ensure_account(conn, username, username, roles, services.clock.now(), None, org)
+        conn.execute(
+            update(account).where(account.c.username == username).values(password_hash=hash_password(PASSWORD))
+        )
+    client = browser_client(server.url)
+    if lang:
+        client.get(f"/portal/lang/{lang}")
+    sign_in(client, username)
+    return client, csrf_of(client.get("/portal/consultations"))
+
+
+FORM = {"kind": "routine", "specialty": "394579002", "requested_time": "2026-12-01T09:30", "summary": "胸痛3天",
+        "question": "是否需要造影？"}  # fmt: skip
+
+
+def test_an_incomplete_request_lists_what_is_missing_in_the_users_language(services, server):
+    net = build(services)
+    for lang, expected in (("zh-CN", ["请填写会诊目的", "请记录患者知情同意"]),
+                           ("en", ["State the purpose of the consultation", "Record the patient"])):  # fmt: skip
+        client, token = _session(services, server, net.requester, lang=lang)
+        form = {**FORM, "patient": net.patient, "csrf_token": token, "then_submit": "1", "idempotency_key": lang}
+        created = client.post("/portal/consultations", data=form)
+        assert created.status_code == 303 and created.headers["location"].endswith("?incomplete=1")
+        page = client.get(created.headers["location"])
+        for text in expected:
+            assert text in page.text, (lang, text)
+
+
+def test_double_submit_makes_one_request(services, server):
+    net = build(services)
+    client, token = _session(services, server, net.requester)
+    form = {**FORM, "patient": net.patient, "purpose": "明确诊断", "consent": "1", "consent_witness": "护士",
+            "csrf_token": token, "idempotency_key": "click-1"}  # fmt: skip
+    first = client.post("/portal/consultations", data=form)
+    second = client.post("/portal/consultations", data=form)
+    assert first.headers["location"] == second.headers["location"]
+
+
+def test_illegal_steps_and_stale_pages_are_refused_with_the_reason(services, server):
+    net = build(services)
+    r = net.ctx("requester")
+    cid = run(services, r, service.create, details(net)).consultation.id
+    run(services, r, service.act, cid, "submit")
+    version = run(services, net.ctx("qc"), service.act, cid, "accept").version
+    triage, token = _session(services, server, f"tr-{net.centre}", ["triage-officer"], net.centre)
+    step = {"event": "assign", "experts": net.experts[0], "version": str(version), "csrf_token": token}
+    assert triage.post(f"/portal/consultations/{cid}/act", data=step).status_code == 303
+    stale = triage.post(f"/portal/consultations/{cid}/act", data={**step, "experts": net.experts[1]})
+    assert stale.status_code == 409 and "该会诊已被他人修改" in stale.text
+    doctor, token = _session(services, server, net.requester)
+    wrong = doctor.post(f"/portal/consultations/{cid}/act", data={"event": "accept", "csrf_token": token})
+    assert wrong.status_code == 403
+    again = doctor.post(f"/portal/consultations/{cid}/act", data={"event": "submit", "csrf_token": token})
+    assert again.status_code == 409
+
+
+def test_a_bad_file_is_refused_with_a_message_and_nothing_is_stored(services, server):
+    net = build(services)
+    cid = run(services, net.ctx("requester"), service.create, details(net)).consultation.id
+    client, token = _session(services, server, net.requester)
+    bad = client.post(f"/portal/consultations/{cid}/attachments", data={"csrf_token": token},
+                      files={"file": ("virus.exe", b"MZ\x90\x00", "application/x-msdownload")})  # fmt: skip
+    assert bad.status_code == 415 and "不支持该文件类型" in bad.text
+    fake = client.post(f"/portal/consultations/{cid}/attachments", data={"csrf_token": token},
+                       files={"file": ("report.pdf", b"not a pdf", "application/pdf")})  # fmt: skip
+    assert fake.status_code == 415 and "不是有效的 PDF" in fake.text
+    with unit_of_work(services.engine, write=False) as conn:
+        assert service.load(services.repository(conn, net.ctx("requester")), cid).request.resource.get(
+            "supportingInfo", []) == [{"reference": f"Consent/{cid}"}]  # fmt: skip
