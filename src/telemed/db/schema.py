@@ -298,3 +298,22 @@ signing_key = Table(
         postgresql_where=text("retired IS NULL"),
     ),
 )
+
+# Invitations of external experts to one consultation (telemed.consultation.invitation): security
+# data, not clinical data (who is on the team is in FHIR). Only hashes are kept: the link's token
+# as SHA-256, the one-time code as HMAC-SHA256 under the server secret, bound to the row's id.
+invitation = Table(
+    "invitation",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("consultation_id", String(64), nullable=False),
+    Column("practitioner_id", String(64), nullable=False),  # the external expert's Practitioner
+    Column("code_hash", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),  # single use: set by the redemption
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),  # codes tried
+    Column("created_by", String(64), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_invitation_consultation", "consultation_id"),
+)
