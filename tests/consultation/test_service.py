@@ -220,3 +220,19 @@ def test_a_patients_schedule_stays_private_while_an_experts_is_directory_data(se
     with pytest.raises(TelemedError) as exc:
         read(services, net.ctx("outsider"), "Schedule", mine.resource["id"])
     assert exc.value.category is Category.NOT_FOUND
+
+
+def test_a_doctor_with_under_three_years_of_practice_cannot_be_the_consultant(services, net):
+    junior = f"{net.experts[2]}-jr"
+    licensed = (services.clock.now() - timedelta(days=400)).date().isoformat()
+    with unit_of_work(services.engine) as conn:
+        services.repository(conn, AccessContext.system()).update("Practitioner", junior, {
+            "resourceType": "Practitioner", "id": junior, "name": [{"text": "刘医生"}],
+            "qualification": [{"code": {"text": "住院医师"}, "period": {"start": licensed}}]})  # fmt: skip
+    r = net.ctx("requester")
+    cid = run(services, r, service.create, details(net)).consultation.id
+    run(services, r, service.act, cid, "submit")
+    run(services, net.ctx("qc"), service.act, cid, "accept")
+    with pytest.raises(TelemedError) as exc:
+        run(services, net.ctx("triage"), service.act, cid, "assign", experts=(junior,))
+    assert exc.value.category is Category.UNPROCESSABLE and "3 years" in exc.value.message

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from telemed.consultation.lookup import find
+from telemed.consultation.service import MIN_YEARS_TO_CONSULT, years_in_practice
 from telemed.fhir.store.repository import Repository
 
 TIER_SYSTEM = "https://telemed.example.cn/fhir/CodeSystem/institution-tier"
@@ -35,6 +36,7 @@ class Person:
     title: str = ""
     organization: str | None = None
     specialty: str | None = None
+    years: int | None = None  # in practice (the 3-year rule for consultants)
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Directory:
                     if c.get("system") == TITLE_SYSTEM:
                         title = c.get("display", "")
             d.people[r["id"]] = Person(r["id"], name.get("text") or name.get("family", "") + "".join(
-                name.get("given", [])) or r["id"], title)  # fmt: skip
+                name.get("given", [])) or r["id"], title, years=years_in_practice(r, repo.clock.now()))  # fmt: skip
         for pr in find(repo, "PractitionerRole", [], 1000):
             r = pr.resource
             pid = (r.get("practitioner") or {}).get("reference", "").removeprefix("Practitioner/")
@@ -82,8 +84,10 @@ class Directory:
         return self.organizations.get(p.organization or "", "") if p else ""
 
     def experts(self) -> list[Person]:
-        """Consultants: doctors at the province and city tiers (the experts the centre routes to)."""
-        return [p for p in self.people.values() if self.tiers.get(p.organization or "") in ("province", "city")]
+        """Consultants: doctors at the province and city tiers (the experts the centre routes to) with
+        at least the three years of practice the 2018 rules require."""
+        return [p for p in self.people.values() if self.tiers.get(p.organization or "") in ("province", "city")
+                and (p.years is None or p.years >= MIN_YEARS_TO_CONSULT)]  # fmt: skip
 
 
 def specialty_name(code: str | None, lang: str) -> str:

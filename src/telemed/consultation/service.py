@@ -253,6 +253,21 @@ def untracked_version(task: dict, now: datetime) -> dict:
     return out
 
 
+MIN_YEARS_TO_CONSULT = 3  # 远程医疗服务管理规范（试行）2018: consultants have at least 3 years of practice
+
+
+def years_in_practice(practitioner: dict, now: datetime) -> int | None:
+    """Whole years since the earliest qualification's start, or None when no date is recorded."""
+    starts = [model.parse_dt((q.get("period") or {}).get("start")) for q in practitioner.get("qualification", [])]
+    starts = [s for s in starts if s is not None]
+    if not starts:
+        return None
+    first = min(starts)
+    if first.tzinfo is None:
+        first = first.replace(tzinfo=now.tzinfo)
+    return int((now - first).days // 365.25)
+
+
 def _check_version(loaded: Loaded, expected: int | None) -> None:
     if expected is not None and int(expected) != loaded.version:
         raise TelemedError(
@@ -304,7 +319,11 @@ def act(
             raise TelemedError(Category.UNPROCESSABLE, "The request is incomplete", problems)
     if event == "assign":
         for p in experts:
-            repo.read("Practitioner", p)  # an unknown expert is a 404, not a dangling reference
+            practitioner = repo.read("Practitioner", p).resource  # unknown: a 404, not a dangling reference
+            years = years_in_practice(practitioner, now)
+            if years is not None and years < MIN_YEARS_TO_CONSULT and p not in external:
+                raise TelemedError(Category.UNPROCESSABLE, "An expert needs at least 3 years of practice (2018 rules)",
+                                   [Issue(f"Practitioner/{p}: {years} years", "business-rule", "experts")])  # fmt: skip
     booked = None
     if event == "schedule" and slot:
         booked = availability.book(repo, slot)  # in this unit of work: booked iff scheduled
