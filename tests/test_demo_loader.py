@@ -25,6 +25,7 @@ HL7 = "http://terminology.hl7.org/CodeSystem"
 EXPECTED = {
     "Organization": 14,  # 13 institutions and the province's telemedicine centre
     "Location": 16,
+    "HealthcareService": 10,  # 4 at the province, 3 at each city
     "Practitioner": 40,
     "PractitionerRole": 40,
     "Patient": 30,

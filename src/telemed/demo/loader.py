@@ -26,6 +26,7 @@ from telemed.identity.passwords import hash_password
 RESOURCE_TYPES = (
     "Organization",
     "Location",
+    "HealthcareService",
     "Practitioner",
     "PractitionerRole",
     "Patient",
