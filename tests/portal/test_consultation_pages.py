@@ -87,3 +87,16 @@ def test_a_bad_file_is_refused_with_a_message_and_nothing_is_stored(services, se
     with unit_of_work(services.engine, write=False) as conn:
         assert service.load(services.repository(conn, net.ctx("requester")), cid).request.resource.get(
             "supportingInfo", []) == [{"reference": f"Consent/{cid}"}]  # fmt: skip
+
+
+def test_a_supervisor_sees_the_numbers_but_no_patient(services, server):
+    net = build(services)
+    r = net.ctx("requester")
+    cid = run(services, r, service.create, details(net)).consultation.id
+    run(services, r, service.act, cid, "submit")
+    sup, _ = _session(services, server, f"sup-{net.centre}", ["supervisor"], net.province)
+    stats = sup.get("/portal/statistics")
+    assert stats.status_code == 200 and "待质控" in stats.text
+    assert "张伟" not in stats.text
+    assert sup.get(f"/portal/consultations/{cid}").status_code == 404
+    assert sup.get("/portal/board").status_code == 403

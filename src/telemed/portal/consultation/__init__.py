@@ -23,7 +23,9 @@ WORKING_ROLES = ("requesting-doctor", "qc-officer", "triage-officer", "consultin
 register_nav("Consultations", "/portal/consultations", roles=WORKING_ROLES, order=20)
 register_nav("New request", "/portal/consultations/new", roles=("requesting-doctor",), order=21)
 register_nav("Board", "/portal/board", roles=board.BOARD_ROLES, order=30)
-register_nav("Statistics", "/portal/statistics", roles=("triage-officer", "qc-officer", "platform-admin"), order=40)
+register_nav(
+    "Statistics", "/portal/statistics", roles=("triage-officer", "qc-officer", "platform-admin", "supervisor"), order=40
+)
 
 
 def _home(request: Request, user: PortalUser) -> Markup:
