@@ -4,8 +4,8 @@ Public API for the other packages (the portal and the demo): the workflow, the F
 the use cases. Nothing else in this package is imported from outside it.
 """
 
-from telemed.consultation import model, service, workflow
+from telemed.consultation import invitation, model, service, workflow
 from telemed.consultation.service import Env, Loaded, Notice
 from telemed.consultation.sla import SlaPolicy
 
-__all__ = ["Env", "Loaded", "Notice", "SlaPolicy", "model", "service", "workflow"]
+__all__ = ["Env", "Loaded", "Notice", "SlaPolicy", "invitation", "model", "service", "workflow"]

@@ -37,6 +37,7 @@ class Person:
     organization: str | None = None
     specialty: str | None = None
     years: int | None = None  # in practice (the 3-year rule for consultants)
+    institution: str = ""  # an institution outside the network, named as text (an invited expert's)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Directory:
             if person is None:
                 continue
             person.organization = (r.get("organization") or {}).get("reference", "").removeprefix("Organization/")
+            person.institution = (r.get("organization") or {}).get("display", "")
             person.specialty = ((r.get("specialty") or [{}])[0].get("coding") or [{}])[0].get("code")
         return d
 
@@ -81,7 +83,7 @@ class Directory:
 
     def org_of(self, practitioner: str | None) -> str:
         p = self.people.get(practitioner or "")
-        return self.organizations.get(p.organization or "", "") if p else ""
+        return (self.organizations.get(p.organization or "", "") or p.institution) if p else ""
 
     def experts(self) -> list[Person]:
         """Consultants: doctors at the province and city tiers (the experts the centre routes to) with

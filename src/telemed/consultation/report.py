@@ -173,7 +173,9 @@ def _org_name(repo: Repository, practitioner: str | None) -> str | None:
     roles = find(repo, "PractitionerRole", [("practitioner", f"Practitioner/{practitioner}")], 1)
     if not roles:
         return None
-    return _org_display(repo, model.ref_id(roles[0].resource.get("organization"), "Organization"))
+    org = roles[0].resource.get("organization") or {}
+    # An invited external expert's institution is outside the network: named as text only.
+    return _org_display(repo, model.ref_id(org, "Organization")) or org.get("display")
 
 
 def _latest_provenance(repo: Repository, comp: Stored) -> dict | None:

@@ -318,6 +318,8 @@ def act(
         if problems:
             raise TelemedError(Category.UNPROCESSABLE, "The request is incomplete", problems)
     if event == "assign":
+        # An expert invited from outside the network stays external when a re-triage keeps them.
+        external = (*external, *(e.practitioner for e in c.experts if e.external and e.practitioner in experts))
         for p in experts:
             practitioner = repo.read("Practitioner", p).resource  # unknown: a 404, not a dangling reference
             years = years_in_practice(practitioner, now)

@@ -16,6 +16,11 @@ from telemed.identity.policy import clinical_mode, may_reveal
 
 ISSUER = "telemed"
 AUDIENCE = "telemed-fhir"
+# A portal session for someone without an account of their own (an external expert invited to one
+# consultation): only the portal accepts this audience, so such a token is no bearer token for
+# /fhir or /api. The claim ``consultation`` names the one consultation the session may open.
+GUEST_AUDIENCE = "telemed-portal-guest"
+GUEST_CONSULTATION_CLAIM = "consultation"
 ALGORITHM = "HS256"
 
 
@@ -34,12 +39,16 @@ def issue_token(
     organization: str | None = None,
     practitioner: str | None = None,
     patient: str | None = None,
+    audience: str = AUDIENCE,
+    extra: dict | None = None,
 ) -> str:
     """A signed access token; the caller's institution and Practitioner travel in it so each
-    request can be checked without a database lookup."""
+    request can be checked without a database lookup. ``audience`` and ``extra`` claims are for
+    tokens that are not platform access tokens (:data:`GUEST_AUDIENCE`)."""
     claims = {
+        **(extra or {}),
         "iss": ISSUER,
-        "aud": AUDIENCE,
+        "aud": audience,
         "sub": user,
         "scope": " ".join(scopes),
         "roles": roles,
@@ -53,11 +62,13 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode(secret: str, token: str) -> dict:
-    """The verified claims of a token (signature, issuer, audience, expiry); raises TokenError."""
+def decode(secret: str, token: str, audience: str | tuple[str, ...] = AUDIENCE) -> dict:
+    """The verified claims of a token (signature, issuer, audience, expiry); raises TokenError.
+
+    Only platform access tokens by default: a guest session token (another audience) is refused."""
     try:
         return jwt.decode(
-            token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER, options={"require": ["exp", "sub"]}
+            token, secret, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER, options={"require": ["exp", "sub"]}
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("The access token has expired") from None

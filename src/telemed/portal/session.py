@@ -9,6 +9,11 @@ the session, so it needs no storage and dies with the session. Before login the 
 tied the same way to a random pre-session cookie. Every POST/PUT/PATCH/DELETE under ``/portal``
 carries it in the ``csrf_token`` form field or the ``X-CSRF-Token`` header; ``install`` adds
 :func:`require_csrf` to every portal router, so a page module cannot forget it.
+
+A *guest* session (an external expert signed in by an invitation link and code, see
+telemed.consultation.invitation) holds a token of another audience (``tokens.GUEST_AUDIENCE``,
+which the FHIR API and /api refuse) bound to one consultation: it opens that case page and its
+sub-paths, uploads for its attachments and signing out; anything else is refused.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ LOGIN_PATH = "/portal/login"
 ENROLL_PATH = "/portal/account/security"
 # What a user whose token only allows enrolling in two-factor authentication may still open.
 ENROLLMENT_PATHS = frozenset({ENROLL_PATH, "/portal/logout"})
+# What a guest may open besides its consultation (the language switch needs no session at all).
+# Uploads belong to the user who began them and become records only when attached to the case.
+GUEST_PATHS = frozenset({"/portal/logout", "/portal/uploads"})
+GUEST_PREFIXES = ("/portal/uploads/",)
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,12 @@ class PortalUser:
     context: AccessContext  # build a Repository with it: ``services.repository(conn, user.context)``
     claims: dict = field(repr=False)
     csrf_token: str = field(repr=False)
+    consultation: str | None = None  # a guest session: the one consultation it may open
+
+    @property
+    def guest(self) -> bool:
+        """Signed in by an invitation, for one consultation only (no account of their own)."""
+        return self.consultation is not None
 
     @property
     def enrollment_only(self) -> bool:
@@ -82,6 +97,20 @@ def _csrf_for_presession(secret: str, nonce: str) -> str:
     return hmac.new(secret.encode(), b"pre-session:" + nonce.encode(), hashlib.sha256).hexdigest()
 
 
+def _is_guest(claims: dict) -> bool:
+    aud = claims.get("aud")
+    return tokens.GUEST_AUDIENCE in ([aud] if isinstance(aud, str) else (aud or []))
+
+
+def decode_session(secret: str, token: str) -> dict:
+    """The claims of a session cookie's token: a platform access token, or a guest token that
+    names its consultation; raises TokenError otherwise."""
+    claims = tokens.decode(secret, token, audience=(tokens.AUDIENCE, tokens.GUEST_AUDIENCE))
+    if _is_guest(claims) and not claims.get(tokens.GUEST_CONSULTATION_CLAIM):
+        raise tokens.TokenError("A guest session must name its consultation")
+    return claims
+
+
 def _resolve(request: Request) -> PortalUser | None:
     """The signed-in user of the session cookie, or None (no cookie, bad or expired token,
     revoked, account gone). Raises UNAVAILABLE when the database cannot say."""
@@ -94,7 +123,7 @@ def _resolve(request: Request) -> PortalUser | None:
         return None
     services = _services(request)
     try:
-        claims = tokens.decode(services.secret_key, token)
+        claims = decode_session(services.secret_key, token)
     except tokens.TokenError:
         return None
     try:
@@ -122,6 +151,7 @@ def _user(secret: str, claims: dict, display_name: str | None) -> PortalUser:
         context=context,
         claims=claims,
         csrf_token=csrf_for_session(secret, claims.get("jti", "")),
+        consultation=claims[tokens.GUEST_CONSULTATION_CLAIM] if _is_guest(claims) else None,
     )
 
 
@@ -150,11 +180,25 @@ def login_redirect(request: Request) -> PortalRedirect | TelemedError:
 
 
 def enrolling_user(request: Request) -> PortalUser:
-    """The signed-in user, including one who may only enroll in two-factor authentication."""
+    """The signed-in user, including one who may only enroll in two-factor authentication. A
+    guest gets this far only on the paths of its consultation (see :func:`guest_may_open`)."""
     user = _resolve(request)
     if user is None:
         raise login_redirect(request)
+    if user.guest and not guest_may_open(user, request.url.path):
+        if request.url.path.startswith("/portal/consultations"):
+            raise PortalError(Category.NOT_FOUND, "This page does not exist")  # another case: as if none
+        raise PortalError(Category.FORBIDDEN, "This page is not available with an invitation link")
     return user
+
+
+def guest_may_open(user: PortalUser, path: str) -> bool:
+    """Whether a guest session may open ``path``: its consultation's page and sub-paths
+    (attachments, opinion, signing, messages, report), uploads and signing out."""
+    if "/../" in path or path.endswith("/.."):
+        return False
+    case = f"/portal/consultations/{user.consultation}"
+    return path == case or path.startswith(case + "/") or path in GUEST_PATHS or path.startswith(GUEST_PREFIXES)
 
 
 def current_user(request: Request) -> PortalUser:
@@ -211,7 +255,7 @@ def _expected_tokens(request: Request) -> list[str]:
     session = request.cookies.get(SESSION_COOKIE)
     if session:
         try:
-            expected.append(csrf_for_session(secret, tokens.decode(secret, session).get("jti", "")))
+            expected.append(csrf_for_session(secret, decode_session(secret, session).get("jti", "")))
         except tokens.TokenError:
             pass
     nonce = request.cookies.get(PRE_SESSION_COOKIE)
@@ -244,14 +288,15 @@ def adopt(request: Request, token: str, display_name: str) -> PortalUser:
     """Treat ``token`` (just issued) as this request's session: the page rendered next shows the
     new user and CSRF token. The response must still get :func:`set_session_cookie`."""
     secret = _services(request).secret_key
-    user = _user(secret, tokens.decode(secret, token), display_name)
+    user = _user(secret, decode_session(secret, token), display_name)
     request.state.portal_user = user
     return user
 
 
-def set_session_cookie(request: Request, response: Response, token: str) -> None:
+def set_session_cookie(request: Request, response: Response, token: str, max_age: int | None = None) -> None:
+    """``max_age``: the token's lifetime when shorter than a normal session's (a guest session)."""
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=_services(request).settings.token_ttl_seconds, path=COOKIE_PATH,
+        SESSION_COOKIE, token, max_age=max_age or _services(request).settings.token_ttl_seconds, path=COOKIE_PATH,
         httponly=True, samesite="lax", secure=_secure(request),
     )  # fmt: skip
 

@@ -153,7 +153,8 @@ def _context(request: Request, context: Mapping) -> dict:
         "user": user,
         "lang": i18n.lang_of(request),
         "csrf_token": session.csrf_token(request),
-        "nav": nav_for(user.roles) if user is not None and not user.enrollment_only else [],
+        # A guest (an invited external expert) opens one case only: no menu of pages it cannot open.
+        "nav": nav_for(user.roles) if user is not None and not user.enrollment_only and not user.guest else [],
         "current_path": request.url.path,
         "demo": request.app.state.services.settings.demo,
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from markupsafe import Markup
 
-from telemed.portal.consultation import board, pages
+from telemed.portal.consultation import board, invite, pages
 from telemed.portal.consultation.common import labels, minutes_left, repository, services
 from telemed.portal.home import register_home_section
 from telemed.portal.nav import register_nav
@@ -18,6 +18,7 @@ from telemed.portal.web import render_fragment
 router = APIRouter()
 router.include_router(board.router)
 router.include_router(pages.router)
+router.include_router(invite.router)
 
 WORKING_ROLES = ("requesting-doctor", "qc-officer", "triage-officer", "consulting-expert")
 register_nav("Consultations", "/portal/consultations", roles=WORKING_ROLES, order=20)
