@@ -91,13 +91,24 @@ class ObservabilityMiddleware:
                     "request",
                     extra={
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": _log_path(scope["path"]),
                         "status": status_holder["status"],
                         "duration_ms": round(elapsed * 1000, 2),
                         "interaction": interaction,
                     },
                 )
             request_id.reset(token)
+
+
+# Paths that carry a secret: the access log keeps their shape, not the secret.
+SECRET_PATH_PREFIXES = ("/portal/invite/",)  # an external expert's invitation link (its token)
+
+
+def _log_path(path: str) -> str:
+    for prefix in SECRET_PATH_PREFIXES:
+        if path.startswith(prefix):
+            return prefix + "[redacted]"
+    return path
 
 
 def _route_label(path: str) -> str:

@@ -4,6 +4,7 @@ only, and is no bearer token for the FHIR API."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
@@ -59,7 +60,8 @@ def _redeem(server, path: str, code: str) -> httpx.Client:
     return guest, done.headers["location"]
 
 
-def test_the_guest_opens_only_its_consultation(services, server):
+def test_the_guest_opens_only_its_consultation(services, server, caplog):
+    caplog.set_level(logging.INFO, logger="telemed.access")
     net = build(services)
     cid = _accepted(services, net)
     other = _accepted(services, net)
@@ -91,6 +93,9 @@ def test_the_guest_opens_only_its_consultation(services, server):
     # The link worked once.
     again = browser_client(server.url)
     assert again.get(path).status_code == 404
+    # The access log keeps the link's shape, not its token.
+    paths = [getattr(r, "path", "") for r in caplog.records if r.name == "telemed.access"]
+    assert "/portal/invite/[redacted]" in paths and path not in paths
 
     # Signing out ends the guest session.
     out = guest.post("/portal/logout", data={"csrf_token": csrf_of(case)})
