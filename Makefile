@@ -31,11 +31,12 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # Debian packages: Chromium for the browser tests (driven by Playwright), CJK fonts for screenshots
-# and report PDFs (WeasyPrint draws with Pango), poppler-utils (pdftotext) for the report tests.
+# and report PDFs (WeasyPrint draws with Pango), poppler-utils (pdftotext) for the report tests, dcmtk (the DICOM
+# peer of the imaging tests: storescu, findscu, movescu, getscu, storescp).
 # Needs root; without them the tests that need them are skipped with the reason.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v pdftotext >/dev/null 2>&1; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk poppler-utils; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v pdftotext >/dev/null 2>&1 || ! command -v storescu >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk poppler-utils dcmtk; \
 	fi
 
 lock:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -297,6 +298,82 @@ signing_key = Table(
         sqlite_where=text("retired IS NULL"),
         postgresql_where=text("retired IS NULL"),
     ),
+)
+
+# The DICOM index (telemed.imaging): what C-FIND and QIDO-RS match on, one row per patient (per
+# sending institution), study, series and instance. The instance bytes, exactly as received, are in
+# the blob store under ``blob_key``; ``metadata`` is the instance's DICOM JSON (PS3.18 F.2) without
+# bulk data, so a series' /metadata is a concatenation of rows. Access follows the study's FHIR
+# ImagingStudy (``fhir_id``): whoever may read it may read the images.
+dicom_patient = Table(
+    "dicom_patient",
+    metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("owner_org", String(64), nullable=False, server_default=""),  # the sending institution
+    Column("patient_id", String(64), nullable=False),  # (0010,0020) Patient ID
+    Column("fhir_id", String(64), nullable=False),  # the FHIR Patient it was matched to or created as
+    Column("patient_name", String(255), nullable=True),
+    Column("birth_date", String(8), nullable=True),
+    Column("sex", String(16), nullable=True),
+    UniqueConstraint("owner_org", "patient_id", name="uq_dicom_patient"),
+    Index("ix_dicom_patient_fhir", "fhir_id"),
+)
+
+dicom_study = Table(
+    "dicom_study",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("patient_pk", SeqId, nullable=False),  # dicom_patient.id
+    Column("fhir_id", String(64), nullable=False),  # the ImagingStudy
+    Column("owner_org", String(64), nullable=False, server_default=""),
+    Column("study_date", String(8), nullable=True),
+    Column("study_time", String(16), nullable=True),
+    Column("accession_number", String(16), nullable=True),
+    Column("study_id", String(16), nullable=True),
+    Column("referring_physician", String(255), nullable=True),
+    Column("description", String(255), nullable=True),
+    Column("modalities", String(255), nullable=True),  # backslash-separated, as ModalitiesInStudy
+    Column("num_series", Integer, nullable=False, default=0),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Column("fhir_stale", Boolean, nullable=False, default=False),  # the ImagingStudy lags behind the index
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Index("ix_dicom_study_patient", "patient_pk"),
+    Index("ix_dicom_study_fhir", "fhir_id"),
+    Index("ix_dicom_study_date", "study_date"),
+    Index("ix_dicom_study_stale", "fhir_stale"),
+)
+
+dicom_series = Table(
+    "dicom_series",
+    metadata,
+    Column("series_uid", String(64), primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("modality", String(16), nullable=True),
+    Column("series_number", Integer, nullable=True),
+    Column("description", String(255), nullable=True),
+    Column("body_part", String(64), nullable=True),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Index("ix_dicom_series_study", "study_uid"),
+)
+
+dicom_instance = Table(
+    "dicom_instance",
+    metadata,
+    Column("sop_instance_uid", String(64), primary_key=True),
+    Column("series_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer, nullable=True),
+    Column("transfer_syntax", String(64), nullable=False),
+    Column("rows", Integer, nullable=True),
+    Column("columns", Integer, nullable=True),
+    Column("frames", Integer, nullable=True),
+    Column("blob_key", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("metadata", LargeBinary, nullable=False),  # DICOM JSON (UTF-8), bulk data as BulkDataURI
+    Column("received", DateTime(timezone=True), nullable=False),
+    Index("ix_dicom_instance_series", "series_uid", "instance_number"),
+    Index("ix_dicom_instance_study", "study_uid"),
 )
 
 # Invitations of external experts to one consultation (telemed.consultation.invitation): security
