@@ -26,6 +26,7 @@ EXPECTED = {
     "Organization": 14,  # 13 institutions and the province's telemedicine centre
     "Location": 16,
     "HealthcareService": 10,  # 4 at the province, 3 at each city
+    "Endpoint": 1,  # DEMO_MODALITY, a DICOM modality of 平川县人民医院
     "Practitioner": 40,
     "PractitionerRole": 40,
     "Patient": 30,

@@ -1,4 +1,4 @@
-"""The ``telemed`` command: serve | migrate | demo | token create | check."""
+"""The ``telemed`` command: serve | migrate | dicom-scp | demo | token create | check."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "reach only sockets on the worker that delivers them",
             file=sys.stderr,
         )
+    dicom_port = settings.dicom_listen_port()
+    if dicom_port:  # the DICOM service in threads of this process, beside the web workers
+        try:
+            _start_dicom(settings, dicom_port)
+        except OSError as exc:  # e.g. the port is taken: the web platform still starts
+            print(f"warning: DICOM service not started on port {dicom_port}: {exc}", file=sys.stderr)
     uvicorn.run(
         "telemed.app:app_factory",
         factory=True,
@@ -31,6 +37,36 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def _start_dicom(settings: Settings, port: int, ae_title: str | None = None, host: str | None = None):
+    from telemed.app import Services
+    from telemed.imaging import DicomService
+
+    service = DicomService(
+        Services.from_settings(settings),
+        ae_title=ae_title or settings.dicom_ae_title,
+        host=host or "0.0.0.0",
+        port=port,
+    )
+    return service.start()
+
+
+def _dicom_scp(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from telemed.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    service = _start_dicom(settings, args.port or settings.dicom_listen_port() or 11112, args.ae_title, args.host)
+    print(f"DICOM service {service.ae_title} listening on {service.host}:{service.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        service.stop()
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -136,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int)
     p.set_defaults(func=_serve)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
+    p = sub.add_parser("dicom-scp", help="run the DICOM service alone (C-ECHO/STORE/FIND/MOVE/GET)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--ae-title")
+    p.set_defaults(func=_dicom_scp)
     p = sub.add_parser("demo", help="load the demo network (idempotent)")
     p.add_argument("--if-empty", action="store_true", help="only when the database holds no resources")
     p.set_defaults(func=_demo)

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     # (telemed.consultation.sla); empty = the defaults there.
     consultation_sla: str | None = None
     log_level: str = "INFO"
+    # The DICOM service (telemed.imaging): its AE title, and the port ``telemed serve`` also listens on
+    # for DICOM (``telemed dicom-scp`` runs it alone). Unset: 11112 in demo mode, off otherwise; 0: off.
+    dicom_ae_title: str = "TELEMED"
+    dicom_port: int | None = None
+
+    def dicom_listen_port(self) -> int | None:
+        port = self.dicom_port if self.dicom_port is not None else (11112 if self.demo else None)
+        return port or None
 
     def problems(self) -> list[str]:
         """Configuration problems, as ``telemed check`` prints them (empty when fine)."""

@@ -27,6 +27,7 @@ RESOURCE_TYPES = (
     "Organization",
     "Location",
     "HealthcareService",
+    "Endpoint",
     "Practitioner",
     "PractitionerRole",
     "Patient",

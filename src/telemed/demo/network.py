@@ -439,12 +439,24 @@ def clinical_records(pats: list[dict]) -> tuple[list[dict], list[dict]]:
     return conditions, observations
 
 
+# A modality of 平川县人民医院 allowed to send to the platform's DICOM service (``make run``):
+# ``storescu -aet DEMO_MODALITY -aec TELEMED 127.0.0.1 11112 file.dcm``; C-MOVE sends to its port 11113.
+DEMO_MODALITY = ("DEMO_MODALITY", "127.0.0.1", 11113, "org-county-1")
+
+
+def dicom_endpoints() -> list[dict]:
+    from telemed.imaging import endpoint_resource
+
+    ae_title, host, port, org = DEMO_MODALITY
+    return [{**endpoint_resource(ae_title, host, port, org, "平川县人民医院 CT (demo)"), "id": "ae-demo-modality"}]
+
+
 def build_network() -> list[dict]:
     """Every demo resource, referenced resources before the resources that reference them."""
     pairs = doctors()
     pats = patients(pairs)
     conditions, observations = clinical_records(pats)
-    return [*organizations(), *locations(), *healthcare_services(),
+    return [*organizations(), *locations(), *healthcare_services(), *dicom_endpoints(),
             *(p for p, _ in pairs), *(r for _, r in pairs), *pats, *conditions,
             *observations]
 

@@ -197,6 +197,9 @@ class DicomService:
         ]
 
     def start(self) -> DicomService:
+        # pynetdicom logs every message at INFO: thousands of lines a minute on a busy service.
+        if logging.getLogger("pynetdicom").level == logging.NOTSET:
+            logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         try:  # an association cut off earlier may have left ImagingStudy resources behind the index
             refresh_stale(self.platform)
         except Exception:  # noqa: BLE001 - the service starts anyway; the next release refreshes
