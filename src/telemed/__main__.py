@@ -163,6 +163,12 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _ecg_analyze(_settings: Settings, args: argparse.Namespace) -> int:
+    from telemed.ecg.cli import run_analyze
+
+    return run_analyze(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="telemed", description="Telemed regional telemedicine platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     asub.add_parser("verify", help="check the hash chain; report the first broken link").set_defaults(
         func=_audit_verify
     )
+    p = sub.add_parser("ecg", help="ECG tools").add_subparsers(dest="ecg_command", required=True)
+    e = p.add_parser("analyze", help="beats and measurements of a DICOM, HL7 aECG or WFDB (.hea) recording")
+    e.add_argument("path")
+    e.add_argument("--lead", help="the lead to analyse (default II, else I, V5, ...)")
+    e.add_argument("--format", choices=["text", "json"], default="text")
+    e.set_defaults(func=_ecg_analyze)
     args = parser.parse_args(argv)
     return args.func(Settings(), args)
 
