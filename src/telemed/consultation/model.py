@@ -128,7 +128,18 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def parse_dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    """A FHIR date, dateTime or instant as a datetime; partial dates (``1995``, ``1995-03``) start
+    at their first day, and anything unreadable is None rather than an error page."""
+    if not value:
+        return None
+    if len(value) == 4:
+        value += "-01-01"
+    elif len(value) == 7:
+        value += "-01"
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def expert_task_id(consultation_id: str, practitioner: str) -> str:
