@@ -36,6 +36,7 @@ from telemed.fhir.subscriptions.websocket import Hub
 from telemed.identity import TokenError, context_from_token, oauth, tokens
 from telemed.identity import api as auth_api
 from telemed.identity.revocation import Revocations
+from telemed.imaging import api as dicomweb
 from telemed.kernel.blobs import BlobStore, open_blob_store
 from telemed.kernel.clock import Clock, SystemClock
 from telemed.kernel.crypto import FieldCipher
@@ -237,6 +238,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(oauth.router)
     app.include_router(verification_router)
+    app.include_router(dicomweb.router(services, _authenticate(services)))  # /dicomweb, same auth as /fhir
 
     @app.exception_handler(TelemedError)
     async def problem_details(_request: Request, exc: TelemedError) -> JSONResponse:
