@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # for DICOM (``telemed dicom-scp`` runs it alone). Unset: 11112 in demo mode, off otherwise; 0: off.
     dicom_ae_title: str = "TELEMED"
     dicom_port: int | None = None
+    # Video calls (telemed.video): ICE servers as comma-separated URLs, e.g.
+    # "stun:turn.example.cn:3478,turn:turn.example.cn:3478,turns:turn.example.cn:5349?transport=tcp", and coturn's
+    # static-auth-secret for TURN REST API credentials (valid turn_ttl_seconds). Unset: browsers connect directly.
+    turn_urls: str | None = None
+    turn_secret: str | None = None
+    turn_ttl_seconds: int = 3600
 
     def dicom_listen_port(self) -> int | None:
         port = self.dicom_port if self.dicom_port is not None else (11112 if self.demo else None)

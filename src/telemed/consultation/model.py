@@ -412,7 +412,9 @@ def encounter(c: wf.Consultation, patient: str, centre: str | None, previous: di
             "subject": ref("Patient", patient),
             "basedOn": [ref("ServiceRequest", c.id)],
             "appointment": [ref("Appointment", c.id)],
-            "participant": [{"individual": ref("Practitioner", e.practitioner)} for e in c.active_experts],
+            # The team, then who attended (entries with a period, recorded by telemed.video) kept as they were.
+            "participant": [{"individual": ref("Practitioner", e.practitioner)} for e in c.active_experts]
+            + [p for p in out.get("participant", []) if p.get("period")],
         }
     )
     if centre:

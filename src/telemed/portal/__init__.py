@@ -21,11 +21,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from telemed.portal import auth_pages, consultation, errors, home, i18n, uploads, web
+from telemed.portal import auth_pages, consultation, errors, home, i18n, uploads, video, web
 from telemed.portal.session import require_csrf
 
 # Each has a ``router``; every one of its routes gets the CSRF check.
-PAGE_MODULES = (i18n, auth_pages, home, uploads, consultation)
+PAGE_MODULES = (i18n, auth_pages, home, uploads, consultation, video)
 
 router = APIRouter(dependencies=[Depends(require_csrf)])
 for _module in PAGE_MODULES:
@@ -43,4 +43,5 @@ def install(app: FastAPI, services: object | None = None) -> None:
     app.state.portal = web.Portal(env=web.build_environment(), catalogues=i18n.Catalogues())
     app.mount(web.STATIC_PATH, StaticFiles(directory=web.STATIC_DIR), name="portal-static")
     app.include_router(router)
+    app.include_router(video.socket_router)  # the call's signalling socket: a join token instead of a CSRF form token
     errors.install(app)

@@ -392,17 +392,6 @@ def download_attachment(request: Request, user: CurrentUser, cid: str, doc_id: s
                     headers={"Content-Disposition": f'{disposition}; filename="{doc_id}"'})  # fmt: skip
 
 
-@router.get("/{cid}/video", response_class=HTMLResponse)
-def video(request: Request, user: CurrentUser, cid: str) -> HTMLResponse:
-    """The session's video room. The in-browser call (WebRTC, TURN, the SFU for MDT) is the video
-    issue's; until it lands this page gives the room and time so the team can meet by phone."""
-    with repository(request, user) as repo:
-        loaded = service.load(repo, cid)
-        directory = Directory.load(repo)
-    return render(request, "consultation/video.html", c=loaded.consultation, sr=loaded.request.resource,
-                  **labels(request, directory))  # fmt: skip
-
-
 @router.get("/{cid}/report/{doc_id}.pdf")
 def download_report(request: Request, user: CurrentUser, cid: str, doc_id: str) -> Response:
     """The signed report PDF, byte for byte as filed (its SHA-1 is in the DocumentReference)."""

@@ -1,0 +1,419 @@
+/* The consultation's video call: plain WebRTC, signalling over the platform's WebSocket.
+ *
+ * Peers use "perfect negotiation" (either side may renegotiate; the polite one yields on a
+ * collision). The page keeps its peer id across sockets: when the socket drops it fetches a
+ * fresh join token, rejoins and restarts ICE on every call, without reloading. No text lives
+ * here: messages come from data-msg-* attributes of #video-call (the server's translations).
+ * window.telemedCall exposes the state for the browser tests.
+ */
+(function () {
+  "use strict";
+  var root = document.getElementById("video-call");
+  if (!root) return;
+
+  function msg(name) {
+    var key = "msg" + name.split("-").map(function (w) { return w.charAt(0).toUpperCase() + w.slice(1); }).join("");
+    return root.dataset[key] || name;
+  }
+  function $(id) { return document.getElementById(id); }
+  function randomId() {
+    var a = new Uint8Array(12);
+    crypto.getRandomValues(a);
+    return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  var state = {
+    me: randomId(), ws: null, pcs: new Map(), iceServers: [], localStream: null, screenTrack: null,
+    muted: false, cameraOff: false, audioOnly: false, autoAudioOnly: false, leaving: false,
+    socketOpens: 0, restarts: 0, backoff: 1000, poorSamples: 0, mediaError: null, lastRefusal: null,
+  };
+  window.telemedCall = {
+    state: state,
+    dropSocket: function () { if (state.ws) state.ws.close(); },
+    peers: function () { return Array.from(state.pcs.keys()); },
+  };
+
+  function setStatus(text) { $("call-status").textContent = text; }
+  function showError(text) { var e = $("media-error"); e.textContent = text; e.hidden = false; }
+  function showNotice(text) { var e = $("media-notice"); e.textContent = text; e.hidden = !text; }
+  function send(obj) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+  }
+
+  // -- local media -----------------------------------------------------------------------------
+  function constraints() {
+    var mic = $("mic-select").value, cam = $("cam-select").value;
+    return {
+      audio: mic ? { deviceId: { exact: mic } } : true,
+      video: state.audioOnly ? false : (cam ? { deviceId: { exact: cam }, width: { ideal: 640 } } : { width: { ideal: 640 } }),
+    };
+  }
+
+  async function openMedia() {
+    try {
+      state.localStream = await navigator.mediaDevices.getUserMedia(constraints());
+    } catch (err) {
+      state.mediaError = err.name;
+      if (err.name === "NotAllowedError" || err.name === "SecurityError") showError(msg("camera-denied"));
+      else showError(msg("no-devices"));
+      state.localStream = new MediaStream(); // receive-only: the others can still be seen and heard
+    }
+    $("local-video").srcObject = state.localStream;
+    await listDevices();
+  }
+
+  async function listDevices() {
+    var devices = [];
+    try { devices = await navigator.mediaDevices.enumerateDevices(); } catch (e) { return; }
+    [["audioinput", "mic-select"], ["videoinput", "cam-select"]].forEach(function (pair) {
+      var select = $(pair[1]), current = currentDevice(pair[0] === "audioinput" ? "audio" : "video");
+      select.textContent = "";
+      devices.filter(function (d) { return d.kind === pair[0]; }).forEach(function (d, i) {
+        var o = document.createElement("option");
+        o.value = d.deviceId;
+        o.textContent = d.label || (pair[0] + " " + (i + 1));
+        if (d.deviceId === current) o.selected = true;
+        select.appendChild(o);
+      });
+    });
+  }
+
+  function currentDevice(kind) {
+    var t = state.localStream && state.localStream.getTracks().find(function (x) { return x.kind === kind; });
+    return t && t.getSettings ? t.getSettings().deviceId : null;
+  }
+
+  function track(kind) {
+    return state.localStream ? state.localStream.getTracks().find(function (t) { return t.kind === kind; }) : null;
+  }
+
+  async function replaceLocal(kind, newTrack) {
+    var old = track(kind);
+    if (old) { state.localStream.removeTrack(old); old.stop(); }
+    if (newTrack) state.localStream.addTrack(newTrack);
+    state.pcs.forEach(function (p) {
+      var sender = p.pc.getSenders().find(function (s) { return s.track ? s.track.kind === kind : s._kind === kind; });
+      if (sender) sender.replaceTrack(kind === "video" && state.screenTrack ? state.screenTrack : newTrack);
+      else if (newTrack) { var s = p.pc.addTrack(newTrack, state.localStream); s._kind = kind; }
+    });
+    $("local-video").srcObject = state.localStream;
+  }
+
+  async function switchDevice(kind) {
+    var c = constraints();
+    if (kind === "video" && (state.audioOnly || state.cameraOff)) return;
+    try {
+      var s = await navigator.mediaDevices.getUserMedia(kind === "audio" ? { audio: c.audio } : { video: c.video });
+      var t = s.getTracks()[0];
+      if (kind === "audio") t.enabled = !state.muted;
+      await replaceLocal(kind, t);
+    } catch (err) { showError(msg("no-devices")); }
+  }
+
+  function announce() {
+    send({ type: "state", audio: !state.muted, video: !(state.cameraOff || state.audioOnly), screen: !!state.screenTrack });
+  }
+
+  // -- peers -----------------------------------------------------------------------------------
+  function tileFor(peer, name) {
+    var fig = document.getElementById("tile-" + peer);
+    if (!fig) {
+      fig = document.createElement("figure");
+      fig.className = "tile";
+      fig.id = "tile-" + peer;
+      var v = document.createElement("video");
+      v.autoplay = true; v.playsInline = true;
+      var cap = document.createElement("figcaption");
+      fig.appendChild(v); fig.appendChild(cap);
+      $("video-grid").appendChild(fig);
+    }
+    if (name) fig.querySelector("figcaption").textContent = name;
+    return fig;
+  }
+
+  function peerConnection(peer, name) {
+    var existing = state.pcs.get(peer);
+    if (existing) return existing;
+    var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: root.dataset.icePolicy || "all" });
+    var p = { pc: pc, name: name, polite: state.me < peer, makingOffer: false, ignoreOffer: false, stream: new MediaStream() };
+    state.pcs.set(peer, p);
+    var fig = tileFor(peer, name);
+    fig.querySelector("video").srcObject = p.stream;
+    state.localStream.getTracks().forEach(function (t) {
+      var s = pc.addTrack(t, state.localStream); s._kind = t.kind;
+      if (t.kind === "video" && state.screenTrack) s.replaceTrack(state.screenTrack);
+    });
+    ["audio", "video"].forEach(function (kind) { // receive even when we have nothing to send
+      if (!track(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+    });
+    pc.ontrack = function (ev) {
+      p.stream.addTrack(ev.track);
+      ev.track.onended = function () { p.stream.removeTrack(ev.track); };
+    };
+    pc.onicecandidate = function (ev) { send({ type: "candidate", to: peer, candidate: ev.candidate ? ev.candidate.toJSON() : null }); };
+    pc.onnegotiationneeded = async function () {
+      try {
+        p.makingOffer = true;
+        await pc.setLocalDescription();
+        send({ type: "offer", to: peer, sdp: pc.localDescription.sdp });
+      } catch (e) { console.warn("offer failed", e); } finally { p.makingOffer = false; }
+    };
+    pc.oniceconnectionstatechange = function () {
+      if (pc.iceConnectionState === "failed" && !p.polite) restart(peer); // the impolite side restarts
+      refreshStatus();
+    };
+    pc.onconnectionstatechange = refreshStatus;
+    return p;
+  }
+
+  function restart(peer) {
+    var p = state.pcs.get(peer);
+    if (!p) return;
+    state.restarts += 1;
+    p.pc.restartIce();
+  }
+
+  function dropPeer(peer) {
+    var p = state.pcs.get(peer);
+    if (p) { p.pc.close(); state.pcs.delete(peer); }
+    var fig = document.getElementById("tile-" + peer);
+    if (fig) fig.remove();
+    refreshStatus();
+  }
+
+  async function onDescription(from, type, sdp) {
+    var p = state.pcs.get(from) || peerConnection(from, "");
+    var pc = p.pc;
+    var collision = type === "offer" && (p.makingOffer || pc.signalingState !== "stable");
+    p.ignoreOffer = !p.polite && collision;
+    if (p.ignoreOffer) return;
+    await pc.setRemoteDescription({ type: type, sdp: sdp });
+    if (type === "offer") {
+      await pc.setLocalDescription();
+      send({ type: "answer", to: from, sdp: pc.localDescription.sdp });
+    }
+  }
+
+  async function onCandidate(from, candidate) {
+    var p = state.pcs.get(from);
+    if (!p) return;
+    try { await p.pc.addIceCandidate(candidate || null); } catch (e) { if (!p.ignoreOffer) console.warn(e); }
+  }
+
+  function refreshStatus() {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    var connected = Array.from(state.pcs.values()).some(function (p) { return p.pc.connectionState === "connected"; });
+    setStatus(state.pcs.size === 0 ? msg("waiting") : connected ? msg("connected") : msg("connecting"));
+  }
+
+  // -- signalling --------------------------------------------------------------------------------
+  async function connect(rejoin) {
+    setStatus(rejoin ? msg("reconnecting") : msg("connecting"));
+    var grant;
+    try {
+      grant = await Telemed.postJSON(root.dataset.joinUrl, {});
+    } catch (err) {
+      state.lastRefusal = (err && err.message) || "";
+      if (err && err.status === 403) { setStatus(err.message || msg("refused")); return; }
+      return retry();
+    }
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(scheme + location.host + root.dataset.wsUrl);
+    state.ws = ws;
+    ws.onopen = function () {
+      state.socketOpens += 1;
+      ws.send(JSON.stringify({ type: "join", token: grant.token, peer: state.me, rejoin: !!rejoin }));
+    };
+    ws.onmessage = function (ev) { handle(JSON.parse(ev.data)); };
+    ws.onclose = function () {
+      if (state.ws === ws) state.ws = null;
+      if (!state.leaving) retry();
+    };
+  }
+
+  function retry() {
+    setStatus(msg("reconnecting"));
+    var wait = state.backoff;
+    state.backoff = Math.min(state.backoff * 2, 10000);
+    setTimeout(function () { if (!state.leaving && !state.ws) connect(true); }, wait);
+  }
+
+  function handle(m) {
+    switch (m.type) {
+      case "joined":
+        state.backoff = 1000;
+        state.iceServers = m.iceServers || [];
+        var present = new Set(m.peers.map(function (x) { return x.peer; }));
+        Array.from(state.pcs.keys()).forEach(function (id) { if (!present.has(id)) dropPeer(id); });
+        m.peers.forEach(function (x) {
+          if (state.pcs.has(x.peer)) restart(x.peer); // back after a dropped socket: new ICE path
+          else peerConnection(x.peer, x.name);
+        });
+        announce();
+        refreshStatus();
+        break;
+      case "peer-joined": peerConnection(m.peer, m.name); refreshStatus(); break;
+      case "peer-left": dropPeer(m.peer); break;
+      case "offer": case "answer": onDescription(m.from, m.type, m.sdp).catch(function (e) { console.warn(e); }); break;
+      case "candidate": onCandidate(m.from, m.candidate); break;
+      case "chat": addChat(m); break;
+      case "state": peerState(m); break;
+      case "error":
+        if (m.code === "refused") { state.lastRefusal = m.detail; setStatus(msg("refused")); }
+        if (m.code === "chat-failed") showNotice(msg("chat-failed"));
+        break;
+    }
+  }
+
+  function peerState(m) {
+    var fig = document.getElementById("tile-" + m.from);
+    if (!fig) return;
+    fig.dataset.audio = m.audio === false ? "off" : "on";
+    fig.dataset.video = m.video === false ? "off" : "on";
+    var notes = [];
+    if (m.audio === false) notes.push(msg("muted"));
+    if (m.video === false) notes.push(msg("no-video"));
+    fig.title = notes.join(", ");
+  }
+
+  // -- chat ------------------------------------------------------------------------------------------
+  function addChat(m) {
+    var li = document.createElement("li");
+    var who = document.createElement("strong");
+    who.textContent = m.from === state.me ? msg("you") : m.name;
+    var when = document.createElement("time");
+    when.textContent = new Date(m.at).toLocaleTimeString();
+    var text = document.createElement("span");
+    text.textContent = m.text;
+    li.appendChild(who); li.appendChild(when); li.appendChild(text);
+    $("chat-log").appendChild(li);
+    li.scrollIntoView({ block: "nearest" });
+  }
+
+  $("chat-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var input = $("chat-text");
+    if (!input.value.trim()) return;
+    send({ type: "chat", text: input.value.trim() });
+    input.value = "";
+  });
+
+  // -- buttons ---------------------------------------------------------------------------------------
+  $("btn-mute").addEventListener("click", function () {
+    state.muted = !state.muted;
+    var t = track("audio"); if (t) t.enabled = !state.muted;
+    this.textContent = state.muted ? msg("unmute") : msg("mute");
+    this.setAttribute("aria-pressed", state.muted);
+    announce();
+  });
+  $("btn-camera").addEventListener("click", function () {
+    state.cameraOff = !state.cameraOff;
+    var t = track("video"); if (t) t.enabled = !state.cameraOff;
+    this.textContent = state.cameraOff ? msg("camera-on") : msg("camera-off");
+    this.setAttribute("aria-pressed", state.cameraOff);
+    announce();
+  });
+  $("btn-audio-only").addEventListener("click", function () { setAudioOnly(!state.audioOnly, false); });
+  $("btn-screen").addEventListener("click", toggleScreen);
+  $("btn-leave").addEventListener("click", function () {
+    state.leaving = true;
+    send({ type: "leave" });
+    state.pcs.forEach(function (p, id) { dropPeer(id); });
+    if (state.ws) state.ws.close();
+    if (state.localStream) state.localStream.getTracks().forEach(function (t) { t.stop(); });
+    location.href = root.dataset.caseUrl;
+  });
+  $("mic-select").addEventListener("change", function () { switchDevice("audio"); });
+  $("cam-select").addEventListener("change", function () { switchDevice("video"); });
+
+  async function setAudioOnly(on, automatic) {
+    state.audioOnly = on;
+    state.autoAudioOnly = automatic && on;
+    $("btn-audio-only").textContent = on ? msg("video-on") : msg("audio-only");
+    $("btn-audio-only").setAttribute("aria-pressed", on);
+    showNotice(automatic && on ? msg("audio-only-auto") : "");
+    if (on) {
+      var t = track("video");
+      if (t) { state.localStream.removeTrack(t); t.stop(); }
+      state.pcs.forEach(function (p) {
+        p.pc.getSenders().forEach(function (s) { if (s._kind === "video" && !state.screenTrack) s.replaceTrack(null); });
+      });
+    } else {
+      await switchDevice("video");
+    }
+    state.poorSamples = 0;
+    announce();
+  }
+
+  async function toggleScreen() {
+    if (state.screenTrack) return stopScreen();
+    try {
+      var s = await navigator.mediaDevices.getDisplayMedia({ video: true });
+      state.screenTrack = s.getVideoTracks()[0];
+      state.screenTrack.onended = stopScreen;
+      state.pcs.forEach(function (p) {
+        var sender = p.pc.getSenders().find(function (x) { return x._kind === "video"; });
+        if (sender) sender.replaceTrack(state.screenTrack);
+        else { var n = p.pc.addTrack(state.screenTrack, state.localStream); n._kind = "video"; }
+      });
+      $("local-video").srcObject = s;
+      $("btn-screen").textContent = msg("stop-share");
+      announce();
+    } catch (e) { /* the user cancelled the picker */ }
+  }
+
+  function stopScreen() {
+    if (!state.screenTrack) return;
+    state.screenTrack.stop();
+    state.screenTrack = null;
+    var cam = track("video");
+    state.pcs.forEach(function (p) {
+      var sender = p.pc.getSenders().find(function (x) { return x._kind === "video"; });
+      if (sender) sender.replaceTrack(cam || null);
+    });
+    $("local-video").srcObject = state.localStream;
+    $("btn-screen").textContent = msg("share");
+    announce();
+  }
+
+  // -- network quality (getStats every 2 s) -----------------------------------------------------------
+  var previous = new Map();
+  async function sample() {
+    var worst = null;
+    for (var [id, p] of state.pcs) {
+      if (p.pc.connectionState !== "connected") continue;
+      var stats = await p.pc.getStats(), rtt = null, lost = 0, received = 0, outgoing = null;
+      stats.forEach(function (r) {
+        if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+          rtt = r.currentRoundTripTime; outgoing = r.availableOutgoingBitrate;
+        }
+        if (r.type === "inbound-rtp") { lost += r.packetsLost || 0; received += r.packetsReceived || 0; }
+      });
+      var prev = previous.get(id) || { lost: 0, received: 0 };
+      previous.set(id, { lost: lost, received: received });
+      var dl = lost - prev.lost, dr = received - prev.received;
+      var loss = dl + dr > 0 ? dl / (dl + dr) : 0;
+      var level = "good";
+      if ((rtt !== null && rtt > 0.3) || loss > 0.03 || (outgoing !== null && outgoing < 300000)) level = "fair";
+      if ((rtt !== null && rtt > 0.8) || loss > 0.1 || (outgoing !== null && outgoing < 120000)) level = "poor";
+      var rank = { good: 0, fair: 1, poor: 2 };
+      if (worst === null || rank[level] > rank[worst]) worst = level;
+    }
+    var el = $("net-quality");
+    var level = worst || "none";
+    el.dataset.level = level;
+    el.textContent = msg("quality-" + level);
+    // Automatic audio-only fallback after 10 s of a poor link; the button brings video back.
+    state.poorSamples = level === "poor" ? state.poorSamples + 1 : 0;
+    if (state.poorSamples >= 5 && !state.audioOnly) setAudioOnly(true, true);
+  }
+
+  setInterval(function () { sample().catch(function () {}); }, 2000);
+  setInterval(function () { send({ type: "ping" }); }, 20000);
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", listDevices);
+  }
+  window.addEventListener("pagehide", function () { if (!state.leaving) send({ type: "leave" }); });
+
+  openMedia().then(function () { connect(false); });
+})();

@@ -1,0 +1,221 @@
+"""The consultation's video call page and its signalling socket.
+
+This module is where the consultation and the video package meet: it asks the consultation
+service who the participants are and whether the session is live, describes the room as a
+:class:`telemed.video.RoomSpec`, and lets telemed.video decide and relay.
+
+- ``GET /portal/consultations/{cid}/video``: the call page, or the reason the room is not open
+  to this user now (localized);
+- ``POST /portal/consultations/{cid}/video/join``: a fresh join token (the page asks again when it
+  reconnects), the ICE servers (TURN credentials minted for this user) and the media mode;
+- ``WS /portal/video/{cid}/ws``: signalling; needs the portal session cookie *and* a join token of
+  the same user for this consultation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from telemed.consultation import Env, SlaPolicy, service
+from telemed.consultation import workflow as wf
+from telemed.consultation.directory import Directory
+from telemed.db.engine import unit_of_work
+from telemed.fhir.store.context import AccessContext
+from telemed.identity import tokens
+from telemed.kernel.errors import TelemedError
+from telemed.portal import web
+from telemed.portal.consultation.common import labels, repository, services
+from telemed.portal.i18n import gettext_for
+from telemed.portal.session import SESSION_COOKIE, CurrentUser, PortalUser, decode_session
+from telemed.video import Events, Grant, InvalidJoinToken, Refused, RoomSpec, Switchboard, admit, attendance, join, turn
+from telemed.video import room as rooms
+from telemed.video.backend import MeshBackend
+
+log = logging.getLogger("telemed.video")
+router = APIRouter()
+socket_router = APIRouter()  # mounted beside the page routers: a websocket has no CSRF form token
+web.add_template_folder(Path(__file__).parent / "templates")
+
+LIVE_STATES = frozenset({wf.SCHEDULED, wf.IN_SESSION, wf.OPINION_DRAFTED})
+BACKEND = MeshBackend()
+
+
+def room_spec(loaded: service.Loaded) -> RoomSpec:
+    c = loaded.consultation
+    people = frozenset(p for p in (c.requester, *(e.practitioner for e in c.active_experts)) if p)
+    encounter = loaded.encounter.resource["id"] if loaded.encounter else None
+    return RoomSpec(consultation=c.id, room=c.room, participants=people, scheduled_start=c.scheduled_start,
+                    live=c.state in LIVE_STATES, encounter=encounter, group=len(people) >= 3)  # fmt: skip
+
+
+def refusal_message(request: Request, exc: Refused) -> str:
+    _ = gettext_for(request)
+    if exc.code == rooms.TOO_EARLY:
+        opens = exc.opens_at.astimezone(web.DISPLAY_TZ).strftime("%Y-%m-%d %H:%M") if exc.opens_at else ""
+        return _("The video room opens 15 minutes before the session, at %(time)s. Please come back then.", time=opens)
+    return {
+        rooms.NOT_SCHEDULED: _("This consultation has no scheduled video session yet."),
+        rooms.NOT_PARTICIPANT: _("Only the participants of this consultation can join its video room."),
+        rooms.CLOSED: _("The video room is closed: the consultation has ended or was cancelled."),
+    }.get(exc.code, _("You cannot join this video room."))
+
+
+def _load(request: Request, user: PortalUser, cid: str) -> tuple[service.Loaded, RoomSpec, Directory]:
+    with repository(request, user) as repo:
+        loaded = service.load(repo, cid)  # 404 when the user may not see the consultation
+        directory = Directory.load(repo)
+    return loaded, room_spec(loaded), directory
+
+
+def _audit(request_or_ws, ctx: AccessContext, cid: str, what: str, ok: bool) -> None:
+    svc = request_or_ws.app.state.services
+    with unit_of_work(svc.engine) as conn:
+        attendance.audit_event(conn, ctx, svc.clock, cid, what, ok)
+
+
+@router.get("/portal/consultations/{cid}/video", response_class=HTMLResponse)
+def call_page(request: Request, user: CurrentUser, cid: str) -> HTMLResponse:
+    loaded, spec, directory = _load(request, user, cid)
+    svc = services(request)
+    refused = None
+    try:
+        admit(spec, user.practitioner, svc.clock.now())
+    except Refused as exc:
+        refused = refusal_message(request, exc)
+        _audit(request, user.context, cid, f"page refused ({exc.code})", False)
+    status = 200 if refused is None else 403
+    return web.render(request, "video/call.html", status, c=loaded.consultation, sr=loaded.request.resource,
+                      refused=refused, spec=spec, **labels(request, directory))  # fmt: skip
+
+
+@router.post("/portal/consultations/{cid}/video/join")
+def join_token(request: Request, user: CurrentUser, cid: str) -> JSONResponse:
+    """A join token for this user and room, minted only while the room rules let them in."""
+    loaded, spec, directory = _load(request, user, cid)
+    svc = services(request)
+    now = svc.clock.now()
+    try:
+        admit(spec, user.practitioner, now)
+    except Refused as exc:
+        _audit(request, user.context, cid, f"join refused ({exc.code})", False)
+        return JSONResponse({"detail": refusal_message(request, exc), "code": exc.code}, 403)
+    grant = Grant(cid, user.username, user.practitioner or "", directory.name(user.practitioner) or user.display_name,
+                  spec.encounter, BACKEND.peer_limit(spec))  # fmt: skip
+    token = join.mint(svc.secret_key, grant, now)
+    return JSONResponse({"token": token, "expiresIn": join.TTL_SECONDS, **BACKEND.client_config(spec)})
+
+
+# -- signalling -------------------------------------------------------------------------------------
+
+
+def _ice_servers(svc, grant: Grant) -> list[dict]:
+    s = svc.settings
+    urls = [u.strip() for u in (s.turn_urls or "").split(",") if u.strip()]
+    return turn.ice_servers(urls, s.turn_secret, grant.user, svc.clock.now(), s.turn_ttl_seconds)
+
+
+def switchboard(app) -> Switchboard:
+    """This instance's rooms (made on first use)."""
+    board = getattr(app.state, "video_switchboard", None)
+    if board is None:
+        svc = app.state.services
+        board = Switchboard(Events(
+            authorize=lambda token, cid: join.verify(svc.secret_key, token, cid, svc.clock.now()),
+            ice_servers=lambda grant: _ice_servers(svc, grant),
+            joined=lambda grant, peer: _attendance(svc, grant, "joined"),
+            left=lambda grant, peer: _attendance(svc, grant, "left"),
+            chat=lambda grant, text: _chat(svc, grant, text),
+            refused=lambda cid, who, code: _refused(svc, cid, who, code),
+            now=svc.clock.now,
+        ))  # fmt: skip
+        app.state.video_switchboard = board
+    return board
+
+
+def _attendance(svc, grant: Grant, what: str) -> None:
+    ctx = grant.context or AccessContext(grant.user, practitioner=grant.practitioner)
+    now = svc.clock.now()
+    with unit_of_work(svc.engine) as conn:
+        if grant.encounter:
+            repo = svc.repository(conn, AccessContext.system())  # the platform records who attended
+            (attendance.joined if what == "joined" else attendance.left)(repo, grant.encounter, grant.practitioner, now)
+        attendance.audit_event(conn, ctx, svc.clock, grant.consultation, f"{what} (Practitioner/{grant.practitioner})",
+                               True)  # fmt: skip
+
+
+def _chat(svc, grant: Grant, text: str) -> dict:
+    """The message is saved as the consultation's Communication, as the sender."""
+    with unit_of_work(svc.engine) as conn:
+        repo = svc.repository(conn, grant.context)
+        stored = service.post_message(repo, env_for(svc), grant.context, grant.consultation, text)
+    return {"id": stored.resource["id"], "at": stored.resource.get("sent")}
+
+
+def env_for(svc) -> Env:
+    return Env(clock=svc.clock, ids=svc.ids, sla=getattr(svc, "consultation_sla", None) or SlaPolicy())
+
+
+def _refused(svc, cid: str, who: str, code: str) -> None:
+    log.warning("video: refused %s in room %s: %s", who, cid, code)
+    with unit_of_work(svc.engine) as conn:
+        attendance.audit_event(conn, AccessContext(who or "anonymous"), svc.clock, cid, f"refused ({code})", False)
+
+
+def _session_context(ws: WebSocket) -> AccessContext | None:
+    """The signed-in user of the socket's session cookie (revoked or expired: None)."""
+    svc = ws.app.state.services
+    token = ws.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    try:
+        claims = decode_session(svc.secret_key, token)
+        if not svc.revocations.is_valid(claims):
+            return None
+    except (tokens.TokenError, TelemedError):
+        return None
+    # A guest's join token is minted only on its own consultation's page, so the token binds the room.
+    return tokens.context_from_claims(claims)
+
+
+@socket_router.websocket("/portal/video/{cid}/ws")
+async def signalling_socket(ws: WebSocket, cid: str) -> None:
+    svc = ws.app.state.services
+    board = switchboard(ws.app)
+    ctx = await _in_thread(_session_context, ws)
+    await ws.accept()
+    if ctx is None:
+        await ws.send_text('{"type":"error","code":"refused","detail":"not-signed-in"}')
+        await _in_thread(_refused, svc, cid, "anonymous", "no session")
+        await ws.close(1008)
+        return
+
+    def authorize(token: str, room: str) -> Grant:
+        grant = join.verify(svc.secret_key, token, room, svc.clock.now())
+        if grant.user != ctx.user:
+            raise InvalidJoinToken("token of another user")
+        return replace(grant, context=ctx)
+
+    async def receive() -> str | None:
+        try:
+            msg = await ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if msg["type"] == "websocket.disconnect":
+            return None
+        return msg.get("text") if msg.get("text") is not None else (msg.get("bytes") or b"").decode("utf-8", "replace")
+
+    async def close(code: int) -> None:
+        await ws.close(code)
+
+    await board.serve(cid, receive, ws.send_text, close, who=ctx.user, authorize=authorize)
+
+
+async def _in_thread(fn, *args):
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

@@ -1,0 +1,237 @@
+"""Signalling for a consultation's room: who is in it, and relaying SDP/ICE between them.
+
+One :class:`Switchboard` per app instance holds the rooms of that instance (keyed by
+consultation: a message can only ever reach a peer of the sender's own room). Each WebSocket is
+served by :meth:`Switchboard.serve`, which never lets a client's input end the loop: every bad
+message is answered with an ``error`` and logged, a flood is cut by a token bucket, and a client
+that keeps misbehaving is disconnected (close code 1008) without touching other rooms.
+
+Reconnection: a page keeps its peer id across sockets. When a socket drops, the peer stays in
+the room for :data:`GRACE_SECONDS`; if the page rejoins in that time nobody sees it leave, and
+the page renegotiates with an ICE restart over the new socket, so the media that still flows
+keeps flowing and a path that broke is replaced, all without reloading the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from telemed.video import join as join_tokens
+from telemed.video import protocol
+from telemed.video.protocol import ProtocolError, dumps
+from telemed.video.room import Refused
+
+log = logging.getLogger("telemed.video")
+
+GRACE_SECONDS = 15.0
+MAX_VIOLATIONS = 20  # malformed messages before the socket is closed
+MAX_DROPPED = 200  # rate-limited messages before the socket is closed
+POLICY_VIOLATION = 1008
+
+
+@dataclass
+class Peer:
+    id: str
+    grant: join_tokens.Grant
+    send: Callable[[str], Awaitable[None]]
+    close: Callable[[int], Awaitable[None]]
+    joined_at: float = field(default_factory=time.monotonic)
+    state: dict = field(default_factory=dict)
+
+    def public(self) -> dict:
+        return {"peer": self.id, "name": self.grant.name, "practitioner": self.grant.practitioner, **self.state}
+
+
+@dataclass
+class Events:
+    """What the platform does around the call (all optional; sync ones run in a thread)."""
+
+    authorize: Callable[[str, str], join_tokens.Grant]  # (token, consultation) -> grant, or raise
+    ice_servers: Callable[[join_tokens.Grant], list[dict]] = lambda grant: []
+    joined: Callable[[join_tokens.Grant, str], None] | None = None  # record attendance
+    left: Callable[[join_tokens.Grant, str], None] | None = None
+    chat: Callable[[join_tokens.Grant, str], dict] | None = None  # save; returns {"at": ..., "id": ...}
+    refused: Callable[[str, str, str], None] | None = None  # (consultation, who, code) -> audit
+    now: Callable[[], datetime] | None = None
+
+
+class Switchboard:
+    def __init__(self, events: Events, grace_seconds: float = GRACE_SECONDS):
+        self.events = events
+        self.grace = grace_seconds
+        self.rooms: dict[str, dict[str, Peer]] = {}
+        self._pending_leave: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.stats = {"joins": 0, "refused": 0, "malformed": 0, "rate_limited": 0, "relayed": 0}
+
+    # -- room bookkeeping --------------------------------------------------------------------------
+    def peers(self, room: str) -> list[Peer]:
+        return list(self.rooms.get(room, {}).values())
+
+    async def _broadcast(self, room: str, msg: dict, exclude: str | None = None) -> None:
+        text = dumps(msg)
+        for peer in self.peers(room):
+            if peer.id != exclude:
+                await _safe(peer.send(text))
+
+    async def _run(self, fn, *args):
+        if fn is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _run_logged(self, fn, *args):
+        try:
+            return await self._run(fn, *args)
+        except Exception:  # noqa: BLE001 - recording attendance must not end the call
+            log.exception("video room hook failed")
+            return None
+
+    def _cancel_leave(self, room: str, peer_id: str) -> bool:
+        handle = self._pending_leave.pop((room, peer_id), None)
+        if handle is not None:
+            handle.cancel()
+            return True
+        return False
+
+    async def _leave(self, room: str, peer_id: str) -> None:
+        self._pending_leave.pop((room, peer_id), None)
+        members = self.rooms.get(room, {})
+        peer = members.pop(peer_id, None)
+        if not members:
+            self.rooms.pop(room, None)
+        if peer is None:
+            return
+        await self._broadcast(room, {"type": "peer-left", "peer": peer_id})
+        await self._run_logged(self.events.left, peer.grant, peer_id)
+
+    def _schedule_leave(self, room: str, peer_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._cancel_leave(room, peer_id)
+        self._pending_leave[(room, peer_id)] = loop.call_later(
+            self.grace, lambda: asyncio.ensure_future(self._leave(room, peer_id))
+        )
+
+    # -- one socket ----------------------------------------------------------------------------------
+    async def serve(self, room: str, receive: Callable[[], Awaitable[str | None]],
+                    send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]],
+                    who: str = "?", authorize=None) -> None:  # fmt: skip
+        """Serve one connection to ``room`` until it closes. ``receive`` returns None at the end."""
+        bucket = protocol.TokenBucket()
+        me: Peer | None = None
+        violations = dropped = 0
+        last_notice = 0.0
+        left_cleanly = False
+        try:
+            while True:
+                text = await receive()
+                if text is None:
+                    break
+                if not bucket.allow():
+                    dropped += 1
+                    self.stats["rate_limited"] += 1
+                    if dropped == 1 or dropped % 50 == 0:
+                        log.warning("video: rate limit on room %s for %s (%d dropped)", room, who, dropped)
+                    if time.monotonic() - last_notice > 1:
+                        last_notice = time.monotonic()
+                        await send(dumps({"type": "error", "code": "rate-limited", "detail": "too many messages"}))
+                    if dropped >= MAX_DROPPED:
+                        await self._run_logged(self.events.refused, room, who, "flood")
+                        await close(POLICY_VIOLATION)
+                        break
+                    continue
+                try:
+                    msg = protocol.parse(text)
+                    if msg["type"] == "join":
+                        me = await self._join(room, msg, send, close, me, who, authorize)
+                        continue
+                    if msg["type"] == "ping":
+                        await send(dumps({"type": "pong"}))
+                        continue
+                    if me is None:
+                        raise ProtocolError("not-joined", "send join first")
+                    if msg["type"] == "leave":
+                        left_cleanly = True
+                        break
+                    await self._relay(room, me, msg)
+                except ProtocolError as exc:
+                    violations += exc.code not in ("unknown-peer", "not-joined", "refused", "chat-failed")
+                    self.stats["malformed"] += exc.code in ("malformed", "unknown-type", "too-large")
+                    log.warning("video: %s from %s in room %s: %s", exc.code, who, room, exc.detail)
+                    await send(dumps({"type": "error", "code": exc.code, "detail": exc.detail}))
+                    if violations >= MAX_VIOLATIONS:
+                        await self._run_logged(self.events.refused, room, who, "malformed")
+                        await close(POLICY_VIOLATION)
+                        break
+        finally:
+            if me is not None and self.rooms.get(room, {}).get(me.id) is me:
+                if left_cleanly:
+                    await self._leave(room, me.id)
+                else:
+                    self._schedule_leave(room, me.id)  # the page may come back with a new socket
+
+    async def _join(self, room: str, msg: dict, send, close, me: Peer | None, who: str, authorize) -> Peer:
+        if me is not None:
+            raise ProtocolError("malformed", "already joined")
+        try:
+            grant = await self._run(authorize or self.events.authorize, msg["token"], room)
+        except (join_tokens.InvalidJoinToken, Refused) as exc:
+            code = exc.code if isinstance(exc, Refused) else "invalid-token"
+            self.stats["refused"] += 1
+            await self._run_logged(self.events.refused, room, who, code)
+            raise ProtocolError("refused", code) from None
+        members = self.rooms.setdefault(room, {})
+        existing = members.get(msg["peer"])
+        if existing is not None and existing.grant.user != grant.user:
+            raise ProtocolError("refused", "peer-id-taken")
+        if existing is None and len(members) >= grant.peer_limit:
+            raise ProtocolError("refused", "room-full")
+        peer = Peer(msg["peer"], grant, send, close)
+        resumed = self._cancel_leave(room, peer.id) or existing is not None
+        if existing is not None:
+            peer.state = existing.state
+            await _safe(existing.close(4000))  # the old socket of a page that reconnected
+        members[peer.id] = peer
+        others = [p.public() for p in self.peers(room) if p.id != peer.id]
+        await send(dumps({"type": "joined", "peer": peer.id, "peers": others, "resumed": resumed,
+                          "iceServers": self.events.ice_servers(grant)}))  # fmt: skip
+        self.stats["joins"] += 1
+        if not resumed:
+            await self._broadcast(room, {"type": "peer-joined", **peer.public()}, exclude=peer.id)
+            await self._run_logged(self.events.joined, grant, peer.id)
+        log.info("video: %s %s room %s as %s", grant.user, "rejoined" if resumed else "joined", room, peer.id)
+        return peer
+
+    async def _relay(self, room: str, me: Peer, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "chat":
+            try:
+                saved = await self._run(self.events.chat, me.grant, msg["text"])
+            except Exception as exc:  # noqa: BLE001 - a message that cannot be saved is not sent either
+                log.warning("video: chat from %s in room %s not saved: %s", me.grant.user, room, exc)
+                raise ProtocolError("chat-failed", "the message could not be saved") from None
+            at = (saved or {}).get("at") or (self.events.now() if self.events.now else datetime.now()).isoformat()
+            await self._broadcast(room, {"type": "chat", "from": me.id, "name": me.grant.name, "text": msg["text"],
+                                         "at": at})  # fmt: skip
+            return
+        if kind == "state":
+            me.state = {k: msg[k] for k in ("audio", "video", "screen") if k in msg}
+            await self._broadcast(room, {"type": "state", "from": me.id, **me.state}, exclude=me.id)
+            return
+        target = self.rooms.get(room, {}).get(msg["to"])
+        if target is None or target.id == me.id:
+            raise ProtocolError("unknown-peer", "no such peer in this room")
+        out = {k: v for k, v in msg.items() if k != "to"}
+        out["from"] = me.id
+        self.stats["relayed"] += 1
+        await _safe(target.send(dumps(out)))
+
+
+async def _safe(awaitable) -> None:
+    try:
+        await awaitable
+    except Exception:  # noqa: BLE001 - a closed socket is cleaned up by its own loop
+        pass

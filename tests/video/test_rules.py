@@ -1,0 +1,88 @@
+"""The pure parts: room opening hours, join tokens, TURN credentials, message validation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from telemed.video import join, protocol, room, turn
+
+START = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+SPEC = room.RoomSpec("c1", "room-1", frozenset({"doc", "exp"}), START, live=True, encounter="c1")
+
+
+@pytest.mark.parametrize(
+    ("who", "now", "spec", "code"),
+    [
+        ("doc", START - timedelta(minutes=15), SPEC, None),
+        ("exp", START + timedelta(hours=3), SPEC, None),  # a long session: open until the consultation ends
+        ("doc", START - timedelta(minutes=16), SPEC, room.TOO_EARLY),
+        ("nurse", START, SPEC, room.NOT_PARTICIPANT),
+        (None, START, SPEC, room.NOT_PARTICIPANT),
+        ("doc", START, room.RoomSpec("c1", "room-1", frozenset({"doc"}), START, live=False), room.CLOSED),
+        ("doc", START, room.RoomSpec("c1", None, frozenset({"doc"}), None, live=True), room.NOT_SCHEDULED),
+    ],
+)
+def test_who_may_join_and_when(who, now, spec, code):
+    if code is None:
+        room.admit(spec, who, now)
+    else:
+        with pytest.raises(room.Refused) as refused:
+            room.admit(spec, who, now)
+        assert refused.value.code == code
+
+
+def test_join_tokens_are_bound_to_room_and_time():
+    grant = join.Grant("c1", "doc", "doc", "王医生", "c1", 4)
+    token = join.mint("s" * 40, grant, START)
+    assert join.verify("s" * 40, token, "c1", START + timedelta(seconds=60)) == grant
+    for secret, cid, at in (("t" * 40, "c1", START), ("s" * 40, "c2", START),
+                            ("s" * 40, "c1", START + timedelta(seconds=join.TTL_SECONDS))):  # fmt: skip
+        with pytest.raises(join.InvalidJoinToken):
+            join.verify(secret, token, cid, at)
+
+
+def test_turn_rest_api_credentials():
+    username, password = turn.credential("sekrit", "doc", START, 600)
+    assert username == f"{int(START.timestamp()) + 600}:doc"
+    assert password == base64.b64encode(hmac.new(b"sekrit", username.encode(), hashlib.sha1).digest()).decode()
+    servers = turn.ice_servers(["stun:t.example:3478", "turn:t.example:3478", "turns:t.example:5349?transport=tcp"],
+                               "sekrit", "doc", START)  # fmt: skip
+    assert servers[0] == {"urls": ["stun:t.example:3478"]}
+    assert servers[1]["urls"] == ["turn:t.example:3478", "turns:t.example:5349?transport=tcp"]
+    assert turn.ice_servers(["turn:t.example:3478"], None, "doc", START) == []  # no secret, no TURN
+    assert turn.ice_servers([], "sekrit", "doc", START) == []
+
+
+def test_valid_messages_keep_only_their_fields():
+    msg = protocol.parse('{"type":"offer","to":"peer-abcdef","sdp":"v=0\\r\\n","extra":1}')
+    assert msg == {"type": "offer", "to": "peer-abcdef", "sdp": "v=0\r\n", "restart": False}
+    assert protocol.parse('{"type":"candidate","to":"peer-abcdef","candidate":null}')["candidate"] is None
+
+
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
+                 st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+                              lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(
+                                  ["type", "to", "sdp", "candidate", "token", "peer", "text", "audio"]), c, max_size=5),
+                              max_leaves=12).map(protocol.dumps)))  # fmt: skip
+def test_any_input_is_either_a_valid_message_or_a_protocol_error(text):
+    try:
+        msg = protocol.parse(text)
+    except protocol.ProtocolError as exc:
+        assert exc.code in ("malformed", "unknown-type", "too-large")
+    else:
+        assert msg["type"] in protocol.TYPES
+
+
+def test_the_token_bucket_allows_bursts_then_the_rate():
+    now = [0.0]
+    bucket = protocol.TokenBucket(rate=10, burst=5, clock=lambda: now[0])
+    assert [bucket.allow() for _ in range(6)] == [True] * 5 + [False]
+    now[0] += 0.5
+    assert sum(bucket.allow() for _ in range(10)) == 5
