@@ -169,6 +169,12 @@ def _ecg_analyze(_settings: Settings, args: argparse.Namespace) -> int:
     return run_analyze(args)
 
 
+def _gateway(_settings: Settings, args: argparse.Namespace) -> int:
+    from telemed.pathology.cli import run_gateway
+
+    return run_gateway(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="telemed", description="Telemed regional telemedicine platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--lead", help="the lead to analyse (default II, else I, V5, ...)")
     e.add_argument("--format", choices=["text", "json"], default="text")
     e.set_defaults(func=_ecg_analyze)
+    p = sub.add_parser("gateway", help="the site gateway: slides from a scanner's folder to the centre")
+    from telemed.pathology.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_gateway)
     args = parser.parse_args(argv)
     return args.func(Settings(), args)
 

@@ -43,6 +43,7 @@ from telemed.kernel.crypto import FieldCipher
 from telemed.kernel.errors import Category, TelemedError
 from telemed.kernel.ids import IdGenerator, new_id
 from telemed.observability import Metrics, ObservabilityMiddleware
+from telemed.pathology import api as pathology_api
 from telemed.reports import LocalKeySigner, Signer, verification_router
 from telemed.settings import Settings
 
@@ -239,6 +240,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(verification_router)
     app.include_router(dicomweb.router(services, _authenticate(services)))  # /dicomweb, same auth as /fhir
+    app.include_router(pathology_api.router(services, _authenticate(services)))  # /api/pathology, and the gateway link
 
     @app.exception_handler(TelemedError)
     async def problem_details(_request: Request, exc: TelemedError) -> JSONResponse:

@@ -1,0 +1,94 @@
+"""Use cases of remote slides at the centre: register a slide sent by a site gateway, check access.
+
+No HTTP here: ``f(repo, ctx, store, ...)``; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import re
+
+from telemed.fhir.search import query as fhir_query
+from telemed.fhir.store import searching
+from telemed.fhir.store.context import AccessContext
+from telemed.fhir.store.repository import Repository
+from telemed.kernel.errors import Category, Issue, TelemedError
+from telemed.pathology import model
+from telemed.pathology.centre import SlideRecord, SlideStore
+from telemed.pathology.slide import SlideInfo
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _incorrect(message: str, where: str) -> TelemedError:
+    return TelemedError(Category.INCORRECT, message, [Issue(message, "invalid", where)])
+
+
+def _subject(repo: Repository, ctx: AccessContext, patient: dict | None) -> str:
+    if patient:
+        system, value = str(patient.get("system") or ""), str(patient.get("value") or "")
+        if not value:
+            raise _incorrect("A patient identifier needs a value", "patient.value")
+        token = f"{system}|{value}" if system else value
+        found = searching.find_ids(repo, fhir_query.parse("Patient", [("identifier", token)]), limit=2)
+        if len(found) == 1:
+            return f"Patient/{found[0]}"
+        ident = {"system": system, "value": value} if system else {"value": value}
+        created = repo.create("Patient", model.patient(ident, ctx.organization, patient.get("name")))
+        return f"Patient/{created.resource['id']}"
+    # Whose slide it is is not known yet: the study concerns the gateway's device until it is.
+    q = fhir_query.parse("Device", [("identifier", f"{model.GATEWAY_SYSTEM}|{ctx.user}")])
+    found = searching.find_ids(repo, q, limit=1)
+    if found:
+        return f"Device/{found[0]}"
+    return f"Device/{repo.create('Device', model.gateway_device(ctx.user, ctx.organization)).resource['id']}"
+
+
+def register_slide(repo: Repository, ctx: AccessContext, store: SlideStore, body: dict) -> tuple[SlideRecord, bool]:
+    """Register a slide announced by a gateway; returns the record and whether it is new.
+
+    The same gateway announcing the same content again (after a restart) gets the same slide and
+    its upload offset back, so nothing is sent twice."""
+    ctx.require("ImagingStudy", "write")
+    try:
+        name, size, sha256 = str(body["name"])[:200], int(body["size"]), str(body["sha256"]).lower()
+        info = SlideInfo.from_json(dict(body["info"]))
+    except (KeyError, TypeError, ValueError):
+        raise _incorrect("Give the slide's name, size, sha256 and info", "body") from None
+    if not _SHA256.match(sha256):
+        raise _incorrect("sha256 is 64 hexadecimal digits", "sha256")
+    if size <= 0 or info.width <= 0 or info.height <= 0:
+        raise _incorrect("The slide's size and dimensions must be positive", "size")
+    existing = store.find(ctx.user, sha256)
+    if existing is not None:
+        return existing, False
+    subject = _subject(repo, ctx, body.get("patient"))
+    specimen = None
+    if body.get("specimen"):
+        spec = repo.create("Specimen", model.specimen(str(body["specimen"]), subject, body.get("gross")))
+        specimen = f"Specimen/{spec.resource['id']}"
+    request = body.get("request")
+    if request is not None and not re.fullmatch(r"ServiceRequest/[A-Za-z0-9\-.]{1,64}", str(request)):
+        raise _incorrect("request is a reference to a ServiceRequest", "request")
+    study = model.slide_study(name, subject, specimen=specimen, request=request, width=info.width,
+                              height=info.height, mpp=info.mpp_x)  # fmt: skip
+    created = repo.create("ImagingStudy", study).resource
+    rec = SlideRecord(created["id"], name, size, sha256, info.to_json(), gateway=ctx.user, study=created["id"])
+    return store.register(rec), True
+
+
+def readable(repo: Repository, slide_id: str) -> bool:
+    """A slide is visible exactly when its ImagingStudy is (another institution's is a 404)."""
+    try:
+        repo.read("ImagingStudy", slide_id)
+    except TelemedError as exc:
+        if exc.category in (Category.NOT_FOUND, Category.GONE, Category.FORBIDDEN):
+            return False
+        raise
+    return True
+
+
+def mark_available(repo: Repository, slide_id: str) -> None:
+    study = repo.read("ImagingStudy", slide_id).resource
+    if study.get("status") != "available":
+        study["status"] = "available"
+        repo.update("ImagingStudy", slide_id, study)
