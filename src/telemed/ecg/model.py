@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -45,6 +46,7 @@ POOL_CODE = {"system": f"{BASE}/CodeSystem/group-kind", "code": "ecg-reading-poo
 READER_ROLE = {"system": f"{BASE}/CodeSystem/practitioner-role", "code": "ecg-reader", "display": "ECG reader"}
 SERVES = {"coding": [{"system": f"{BASE}/CodeSystem/group-characteristic", "code": "serves"}]}
 ESCALATION_URL = f"{BASE}/StructureDefinition/ecg-escalation"
+BEATS_URL = f"{BASE}/StructureDefinition/ecg-beats"
 ECG_STUDY = {"system": LOINC, "code": "11524-6", "display": "EKG study"}
 ECG_PROCEDURE = {"system": SNOMED, "code": "29303009", "display": "Electrocardiographic procedure"}
 BLOB_URL = "urn:telemed:blob:"
@@ -194,7 +196,8 @@ def measurement_observations(ecg: str, patient: str, sender: str, analysis: Anal
     rhythm = {**common, "id": measurement_id(ecg, "rhythm"), "code": {"coding": [RHYTHM], "text": "Rhythm flags"},
               "component": [{"code": {"coding": [{"system": FLAG_SYSTEM, "code": f, "display": FLAGS.get(f, f)}]},
                              "valueBoolean": True} for f in analysis.flags],
-              "note": [{"text": f"lead {analysis.lead}; beats {len(analysis.beats)}"}]}  # fmt: skip
+              "note": [{"text": f"lead {analysis.lead}; beats {len(analysis.beats)}"}],
+              "extension": [{"url": BEATS_URL, "valueString": json.dumps(analysis.beats)}]}  # fmt: skip
     if not analysis.flags:
         del rhythm["component"]
         rhythm["valueString"] = "no flag"

@@ -1,0 +1,110 @@
+"""The ECG pages over HTTP: upload, the live push to on-duty readers, the viewer's data, claims."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from pydicom.data import get_testdata_file
+from sqlalchemy import update
+
+from telemed.db.engine import unit_of_work
+from telemed.db.schema import account
+from telemed.identity.passwords import hash_password
+from tests.ecg import network
+from tests.identity.test_authentication import PASSWORD
+from tests.portal.conftest import browser_client, csrf_of, sign_in
+
+DICOM = open(get_testdata_file("waveform_ecg.dcm"), "rb").read()
+
+
+def session(services, server, username, lang=None):
+    with unit_of_work(services.engine) as conn:
+        conn.execute(update(account).where(account.c.username == username)
+                     .values(password_hash=hash_password(PASSWORD)))  # fmt: skip
+    client = browser_client(server.url)
+    if lang:
+        client.get(f"/portal/lang/{lang}")
+    assert sign_in(client, username).status_code == 303
+    page = client.get("/portal/ecg")
+    assert page.status_code == 200, page.text[:500]
+    return client, csrf_of(page)
+
+
+def upload(client, token, net, files, priority="routine"):
+    return client.post("/portal/ecg/upload", data={"patient": net.patient, "priority": priority},
+                       files=[("files", f) for f in files],
+                       headers={"X-CSRF-Token": token, "Accept": "application/json"})  # fmt: skip
+
+
+class Listener(threading.Thread):
+    """Reads a user's /portal/ecg/events stream and keeps what arrives, with the time it arrived."""
+
+    def __init__(self, client):
+        super().__init__(daemon=True)
+        self.client, self.events, self.ready = client, [], threading.Event()
+
+    def run(self):
+        with self.client.stream("GET", "/portal/ecg/events", headers={"Accept": "text/event-stream"}) as r:
+            for line in r.iter_lines():
+                if line.startswith("retry"):
+                    self.ready.set()
+                if line.startswith("data: "):
+                    self.events.append((time.perf_counter(), json.loads(line[6:])))
+
+
+def test_upload_pushes_to_on_duty_readers_then_one_claims(services, server):
+    net = network.build(services)
+    doctor, token = session(services, server, net.doctor)
+    assert "发送心电图" in doctor.get("/portal/ecg").text
+    readers = [session(services, server, r) for r in net.readers]
+    assert upload(doctor, token, net, [("warm.dcm", DICOM, "application/dicom")]).status_code == 201  # imports, JIT
+    listeners = [Listener(c) for c, _ in readers]
+    for li in listeners:
+        li.start()
+        assert li.ready.wait(5)
+    started = time.perf_counter()
+    r = upload(doctor, token, net, [("ecg.dcm", DICOM, "application/dicom")], priority="urgent")
+    assert r.status_code == 201, r.text
+    ecg = r.json()["id"]
+    deadline = time.time() + 3
+    while time.time() < deadline and not all(li.events for li in listeners[:2]):
+        time.sleep(0.02)
+    for li in listeners[:2]:  # both on-duty readers, within a second
+        ((at, event),) = li.events
+        assert event == {"ecg": ecg, "event": "new", "priority": "urgent"} and at - started < 1.0
+    assert listeners[2].events == []  # off duty
+    # Both see it waiting; the viewer's data has the 12 leads at the device's rate and the beats.
+    (c1, t1), (c2, t2) = readers[0], readers[1]
+    page = c1.get("/portal/ecg")
+    assert ecg in page.text and "领取" in page.text
+    wave = c1.get(f"/portal/ecg/{ecg}/waveform.json").json()
+    assert wave["rate"] == 1000 and len(wave["leads"]) == 12 and len(wave["leads"]["II"]) == 10000
+    assert len(wave["beats"]) == 10 and abs(wave["leads"]["II"][0] - 0.1125) < 1e-9
+    # Both claim the version they saw: the first wins, the second is told, in Chinese.
+    view = c1.get(f"/portal/ecg/{ecg}")
+    assert view.status_code == 200 and "心率" in view.text and 'id="claim"' in view.text
+    first = c1.post(f"/portal/ecg/{ecg}/claim", data={"csrf_token": t1, "version": "1"})
+    second = c2.post(f"/portal/ecg/{ecg}/claim", data={"csrf_token": t2, "version": "1"})
+    assert first.status_code == 303 and second.status_code == 409
+    assert "该心电图已被其他医生领取" in second.text
+    assert "诊断中" in c2.get(f"/portal/ecg/{ecg}").text
+
+
+def test_corrupt_upload_is_refused_with_the_reason(services, server):
+    net = network.build(services)
+    doctor, token = session(services, server, net.doctor, lang="en")
+    r = upload(doctor, token, net, [("ecg.dcm", DICOM[:-3000], "application/dicom")])
+    assert r.status_code == 422
+    r = upload(doctor, token, net, [("ecg.scp", b"\0" * 300, "application/octet-stream")])
+    assert r.status_code == 422 and "SCP-ECG" in r.text
+    reader, _ = session(services, server, net.readers[0])
+    assert "暂无待诊心电图" in reader.get("/portal/ecg").text
+
+
+def test_a_doctor_cannot_claim(services, server):
+    net = network.build(services)
+    doctor, token = session(services, server, net.doctor)
+    ecg = upload(doctor, token, net, [("ecg.dcm", DICOM, "application/dicom")]).json()["id"]
+    assert doctor.post(f"/portal/ecg/{ecg}/claim", data={"csrf_token": token}).status_code == 403
