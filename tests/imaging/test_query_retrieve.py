@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -77,7 +78,15 @@ def storescp(tmp_path):
         [need("storescp"), "-aet", "VIEWSTATION", "+xa", "-od", str(out), str(port)],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    time.sleep(0.3)
+    deadline = time.time() + 20
+    while True:  # ready when it accepts connections (a busy machine may take a while)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
     yield port, out
     proc.terminate()
     proc.wait(5)
