@@ -32,11 +32,12 @@ node_modules/.installed: package.json package-lock.json
 
 # Debian packages: Chromium for the browser tests (driven by Playwright), CJK fonts for screenshots
 # and report PDFs (WeasyPrint draws with Pango), poppler-utils (pdftotext) for the report tests, dcmtk (the DICOM
-# peer of the imaging tests: storescu, findscu, movescu, getscu, storescp).
+# peer of the imaging tests: storescu, findscu, movescu, getscu, storescp), coturn (TURN for the video tests) and
+# janus (the SFU for MDT video rooms).
 # Needs root; without them the tests that need them are skipped with the reason.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v pdftotext >/dev/null 2>&1 || ! command -v storescu >/dev/null 2>&1; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk poppler-utils dcmtk; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v pdftotext >/dev/null 2>&1 || ! command -v storescu >/dev/null 2>&1 || ! command -v turnserver >/dev/null 2>&1 || ! command -v janus >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk poppler-utils dcmtk coturn janus; \
 	fi
 
 lock:

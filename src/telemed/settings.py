@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     turn_urls: str | None = None
     turn_secret: str | None = None
     turn_ttl_seconds: int = 3600
+    # Send media only through TURN (hides the participants' addresses from each other; needs TURN).
+    turn_relay_only: bool = False
 
     def dicom_listen_port(self) -> int | None:
         port = self.dicom_port if self.dicom_port is not None else (11112 if self.demo else None)

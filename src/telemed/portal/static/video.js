@@ -23,8 +23,8 @@
   }
 
   var state = {
-    me: randomId(), ws: null, pcs: new Map(), iceServers: [], localStream: null, screenTrack: null,
-    muted: false, cameraOff: false, audioOnly: false, autoAudioOnly: false, leaving: false,
+    me: randomId(), ws: null, pcs: new Map(), names: new Map(), iceServers: [], localStream: null, screenTrack: null,
+    policy: "all", muted: false, cameraOff: false, audioOnly: false, autoAudioOnly: false, leaving: false,
     socketOpens: 0, restarts: 0, backoff: 1000, poorSamples: 0, mediaError: null, lastRefusal: null,
   };
   window.telemedCall = {
@@ -134,7 +134,7 @@
   function peerConnection(peer, name) {
     var existing = state.pcs.get(peer);
     if (existing) return existing;
-    var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: root.dataset.icePolicy || "all" });
+    var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.policy });
     var p = { pc: pc, name: name, polite: state.me < peer, makingOffer: false, ignoreOffer: false, stream: new MediaStream() };
     state.pcs.set(peer, p);
     var fig = tileFor(peer, name);
@@ -181,8 +181,16 @@
     refreshStatus();
   }
 
+  // A peer's descriptions and candidates are applied in the order they came: a candidate must not
+  // be added while the description before it is still being set.
+  var queues = new Map();
+  function serially(peer, op) {
+    var next = (queues.get(peer) || Promise.resolve()).then(op).catch(function (e) { console.warn(e); });
+    queues.set(peer, next);
+  }
+
   async function onDescription(from, type, sdp) {
-    var p = state.pcs.get(from) || peerConnection(from, "");
+    var p = state.pcs.get(from) || peerConnection(from, state.names.get(from) || "");
     var pc = p.pc;
     var collision = type === "offer" && (p.makingOffer || pc.signalingState !== "stable");
     p.ignoreOffer = !p.polite && collision;
@@ -217,6 +225,7 @@
       if (err && err.status === 403) { setStatus(err.message || msg("refused")); return; }
       return retry();
     }
+    state.policy = grant.iceTransportPolicy || "all";
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var ws = new WebSocket(scheme + location.host + root.dataset.wsUrl);
     state.ws = ws;
@@ -252,10 +261,13 @@
         announce();
         refreshStatus();
         break;
-      case "peer-joined": peerConnection(m.peer, m.name); refreshStatus(); break;
+      // The newcomer makes the offers; the others answer (fewer collisions than both offering).
+      case "peer-joined": state.names.set(m.peer, m.name); refreshStatus(); break;
       case "peer-left": dropPeer(m.peer); break;
-      case "offer": case "answer": onDescription(m.from, m.type, m.sdp).catch(function (e) { console.warn(e); }); break;
-      case "candidate": onCandidate(m.from, m.candidate); break;
+      case "offer": case "answer":
+        serially(m.from, function () { return onDescription(m.from, m.type, m.sdp); });
+        break;
+      case "candidate": serially(m.from, function () { return onCandidate(m.from, m.candidate); }); break;
       case "chat": addChat(m); break;
       case "state": peerState(m); break;
       case "error":

@@ -107,7 +107,10 @@ def join_token(request: Request, user: CurrentUser, cid: str) -> JSONResponse:
     grant = Grant(cid, user.username, user.practitioner or "", directory.name(user.practitioner) or user.display_name,
                   spec.encounter, BACKEND.peer_limit(spec))  # fmt: skip
     token = join.mint(svc.secret_key, grant, now)
-    return JSONResponse({"token": token, "expiresIn": join.TTL_SECONDS, **BACKEND.client_config(spec)})
+    relay = svc.settings.turn_relay_only and bool(svc.settings.turn_secret)
+    policy = "relay" if relay else "all"
+    return JSONResponse({"token": token, "expiresIn": join.TTL_SECONDS, "iceTransportPolicy": policy,
+                         **BACKEND.client_config(spec)})  # fmt: skip
 
 
 # -- signalling -------------------------------------------------------------------------------------
