@@ -108,3 +108,31 @@ def test_a_doctor_cannot_claim(services, server):
     doctor, token = session(services, server, net.doctor)
     ecg = upload(doctor, token, net, [("ecg.dcm", DICOM, "application/dicom")]).json()["id"]
     assert doctor.post(f"/portal/ecg/{ecg}/claim", data={"csrf_token": token}).status_code == 403
+
+
+def test_report_critical_alert_acknowledgement_and_pdf(services, server):
+    net = network.build(services)
+    doctor, token = session(services, server, net.doctor)
+    ecg = upload(doctor, token, net, [("ecg.dcm", DICOM, "application/dicom")], priority="urgent").json()["id"]
+    listener = Listener(doctor)
+    listener.start()
+    assert listener.ready.wait(5)
+    reader, rtoken = session(services, server, net.readers[0])
+    assert reader.post(f"/portal/ecg/{ecg}/claim", data={"csrf_token": rtoken}).status_code == 303
+    page = reader.get(f"/portal/ecg/{ecg}")
+    assert 'id="report-form"' in page.text and "急性ST段抬高型心肌梗死" in page.text
+    bad = reader.post(f"/portal/ecg/{ecg}/report", data={"csrf_token": rtoken, "m_qrs": "abc"})
+    assert bad.status_code == 400 and "abc 不是数字" in bad.text
+    form = {"csrf_token": rtoken, "m_qrs": "98", "statement": ["acute-stemi", "st-elevation"], "leads": "V1-V4"}
+    assert reader.post(f"/portal/ecg/{ecg}/report", data=form).status_code == 303
+    deadline = time.time() + 3
+    critical = {"ecg": ecg, "event": "critical", "priority": "urgent"}
+    while time.time() < deadline and critical not in [e for _, e in listener.events]:
+        time.sleep(0.02)
+    assert [e["event"] for _, e in listener.events] == ["claimed", "critical"]  # the sender follows its ECG
+    view = doctor.get(f"/portal/ecg/{ecg}")
+    assert 'id="critical-alert"' in view.text and 'id="acknowledge"' in view.text and "V1-V4" in view.text
+    pdf = doctor.get(f"/portal/ecg/{ecg}/report.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert doctor.post(f"/portal/ecg/{ecg}/acknowledge", data={"csrf_token": token}).status_code == 303
+    assert 'id="critical-alert"' not in doctor.get(f"/portal/ecg/{ecg}").text

@@ -10,24 +10,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from telemed.db.engine import unit_of_work
-from telemed.ecg import UnreadableRecording, model, service
+from telemed.ecg import UnreadableRecording, model, report, service
 from telemed.ecg import workflow as wf
 from telemed.fhir.store.context import AccessContext
 from telemed.kernel.errors import Category, TelemedError
 from telemed.portal import web
 from telemed.portal.exceptions import PortalError
-from telemed.portal.i18n import gettext_for
+from telemed.portal.i18n import gettext_for, lang_of
 from telemed.portal.nav import register_nav
 from telemed.portal.session import CurrentUser, require_roles
+from telemed.reports import current_documents
 
 router = APIRouter(prefix="/portal/ecg")
 web.add_template_folder(Path(__file__).parent / "templates")
@@ -100,6 +102,7 @@ def _row(stored, names: dict[str, str]) -> dict:
         "patient": names.get((t.get("for") or {}).get("reference", ""), ""),
         "sender": names.get((t.get("requester") or {}).get("reference", ""), ""),
         "reader": names.get(f"Practitioner/{reading.reader}", "") if reading.reader else "",
+        "reader_id": reading.reader, "sender_id": model.ref_id(t.get("requester"), "Organization"),
         "authored": t.get("authoredOn"), "version": stored.version_id,
     }  # fmt: skip
 
@@ -267,7 +270,17 @@ def view(request: Request, ecg: str, user: CurrentUser) -> HTMLResponse:
     colleagues = [m for m in (pool.members if pool else []) if m != user.practitioner]
     with _repo(request, user) as repo:
         names = _names(repo, {f"Practitioner/{m}" for m in colleagues})
-    return web.render(request, "ecg/view.html", ecg=ecg, row=row, panel=panel, patient=patient, measures=measures,
+    with _repo(request, user) as repo:
+        documents = current_documents(repo, "DiagnosticReport", ecg)
+        dr = repo.read("DiagnosticReport", ecg).resource
+        try:
+            alert = repo.read("Communication", f"{ecg}-critical").resource
+        except TelemedError:
+            alert = None
+    zh = lang_of(request) == "zh-CN"
+    statements = [(code, st.zh if zh else st.en, st.critical) for code, st in report.STATEMENTS.items()]
+    return web.render(request, "ecg/view.html", ecg=ecg, row=row, report=dr, has_pdf=bool(documents),
+                      alert=alert, statements=statements, panel=panel, patient=patient, measures=measures,
                       flags=flags, labels=labels(request), me=user.practitioner,
                       is_reader=user.has_role(*READERS) and bool(pool and user.practitioner in pool.members),
                       colleagues=[(m, names.get(f"Practitioner/{m}", m)) for m in colleagues])  # fmt: skip
@@ -325,3 +338,53 @@ def release(request: Request, ecg: str, user: CurrentUser):
 def pass_to(request: Request, ecg: str, user: CurrentUser, colleague: str = Form(...)):
     me = user.practitioner
     return _step(request, user, ecg, lambda repo, pools, now: service.pass_to(repo, pools, now, ecg, me, colleague))
+
+
+@router.post("/{ecg}/report")
+async def sign_report(request: Request, ecg: str, user: CurrentUser):
+    """The reader's report: measurements (``m_<key>``), ``statement`` (repeated), ``leads``, ``free_text``."""
+    require_roles(*READERS)(user)
+    form = await request.form()
+    measurements: dict[str, float | None] = {}
+    for key in model.MEASUREMENTS:
+        raw = str(form.get(f"m_{key}", "")).strip()
+        if raw:
+            try:
+                measurements[key] = float(raw)
+            except ValueError:
+                raise PortalError(Category.INCORRECT, "%(value)s is not a number", value=raw) from None
+    statements = [str(v) for v in form.getlist("statement")]
+    svc = _services(request)
+
+    def run():
+        with _repo(request, user, write=True) as repo:
+            return report.sign(repo, svc.signer, user.context, svc.clock.now(), svc.site_url, ecg,
+                               measurements=measurements, statements=statements, leads=str(form.get("leads", "")),
+                               free_text=str(form.get("free_text", "")), locale=lang_of(request))  # fmt: skip
+
+    try:
+        signed = await asyncio.get_running_loop().run_in_executor(None, run)
+    except TelemedError as exc:
+        if exc.category in (Category.CONFLICT, Category.UNPROCESSABLE, Category.INCORRECT):
+            raise PortalError(exc.category, exc.message) from None
+        raise
+    publish(request, signed.push)
+    return RedirectResponse(f"/portal/ecg/{ecg}", 303)
+
+
+@router.post("/{ecg}/acknowledge")
+def acknowledge(request: Request, ecg: str, user: CurrentUser):
+    with _repo(request, user, write=True) as repo:
+        report.acknowledge(repo, user.context, _services(request).clock.now(), ecg)
+    return RedirectResponse(f"/portal/ecg/{ecg}", 303)
+
+
+@router.get("/{ecg}/report.pdf")
+def report_pdf(request: Request, ecg: str, user: CurrentUser) -> Response:
+    with _repo(request, user) as repo:
+        documents = current_documents(repo, "DiagnosticReport", ecg)
+    if not documents:
+        raise PortalError(Category.NOT_FOUND, "This ECG has no signed report yet")
+    data = base64.b64decode(documents[0].resource["content"][0]["attachment"]["data"])
+    return Response(data, media_type="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="ecg-{ecg}.pdf"'})  # fmt: skip
