@@ -26,7 +26,7 @@ CAP = 2_000_000 / 8  # 2 Mbit/s in bytes per second
 @pytest.fixture(scope="module")
 def big_slide(tmp_path_factory):
     """A textured slide of a few megabytes (JPEG tiles of tissue-like noise)."""
-    return write_slide(tmp_path_factory.mktemp("wsi") / "S26-0412-A1.tiff", 6144, 4096, mpp=0.25, noise=True)
+    return write_slide(tmp_path_factory.mktemp("wsi") / "S26-0412-A1.tiff", 6144, 4096, mpp=0.25, noise=40)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.05):

@@ -92,3 +92,19 @@ def mark_available(repo: Repository, slide_id: str) -> None:
     if study.get("status") != "available":
         study["status"] = "available"
         repo.update("ImagingStudy", slide_id, study)
+
+
+SM = "http://dicom.nema.org/resources/ontology/DCM|SM"
+
+
+def visible_slides(repo: Repository, store: SlideStore, limit: int = 200) -> list[tuple[dict, SlideRecord]]:
+    """The slides the caller may see (their ImagingStudy is visible), newest first, with their records."""
+    q = fhir_query.parse("ImagingStudy", [("modality", SM), ("_sort", "-_lastUpdated"), ("_count", str(limit))])
+    out = []
+    for id_ in searching.find_ids(repo, q, limit=limit):
+        try:
+            rec = store.record(id_)
+        except TelemedError:
+            continue  # an SM study that did not come through a gateway (e.g. DICOM WSI): not viewable here yet
+        out.append((repo.read("ImagingStudy", id_).resource, rec))
+    return out
