@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 
 from telemed.kernel.errors import Category, TelemedError
 
+CHUNK = 1024 * 1024
+
 
 def boundary() -> str:
     return "telemed-" + secrets.token_hex(12)
@@ -21,12 +23,19 @@ def encode(parts: Iterable[tuple[bytes, str]], bnd: str, locations: Iterable[str
     """Chunks of a multipart body: each part with its own Content-Type (and Content-Location)."""
     locs = iter(locations) if locations is not None else None
     head = f"--{bnd}\r\n".encode()
+    # Parts are gathered into chunks of about CHUNK bytes: a streaming response pays a thread hop per
+    # chunk, and 500 small instances in 1,500 pieces spend more time hopping than sending.
+    pending: list[bytes] = []
+    size = 0
     for data, ctype in parts:
         loc = f"Content-Location: {next(locs)}\r\n" if locs is not None else ""
-        yield head + f"Content-Type: {ctype}\r\n{loc}Content-Length: {len(data)}\r\n\r\n".encode()
-        yield data
-        yield b"\r\n"
-    yield f"--{bnd}--\r\n".encode()
+        pending += [head + f"Content-Type: {ctype}\r\n{loc}Content-Length: {len(data)}\r\n\r\n".encode(), data, b"\r\n"]
+        size += len(data)
+        if size >= CHUNK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(f"--{bnd}--\r\n".encode())
+    yield b"".join(pending)
 
 
 def params(header: str) -> tuple[str, dict[str, str]]:

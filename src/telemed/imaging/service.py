@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -44,6 +46,7 @@ log = logging.getLogger("telemed.imaging")
 
 DICOMWEB_ENDPOINT_ID = "dicomweb"
 PATIENT_ID_SYSTEM = "urn:telemed:dicom-patient-id"  # + ":" + institution id
+_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicom-blob")
 
 
 class _Clock(Protocol):
@@ -211,12 +214,14 @@ def store_instance(
         raise NonConformant("SOP Instance UID does not match the request's Affected SOP Instance UID")
     if study_uid and parsed.study_uid != study_uid:
         raise NonConformant(f"The instance belongs to study {parsed.study_uid}, not {study_uid}", 0xA900)
+    # The file is written (and fsynced) in another thread while this one indexes; the transaction
+    # waits for it before its last statement, so no committed row ever points at a missing file.
+    stored = _WRITERS.submit(platform.blobs.put, raw)
     metadata = model.metadata_json(parsed)
-    key = platform.blobs.put(raw)
     for attempt in range(5):
         try:
             with unit_of_work(platform.engine) as conn:
-                return _index(conn, platform, ctx, parsed, key, metadata)
+                return _index(conn, platform, ctx, parsed, stored.result, metadata)
         except IntegrityError:
             # Another association created the same patient, study or series a moment earlier: retry
             # (the winner's rows are now visible).
@@ -230,7 +235,12 @@ def store_instance(
 
 
 def _index(
-    conn: Connection, platform: Platform, ctx: AccessContext, parsed: ParsedInstance, key: str, metadata: bytes
+    conn: Connection,
+    platform: Platform,
+    ctx: AccessContext,
+    parsed: ParsedInstance,
+    blob_key: Callable[[], str],
+    metadata: bytes,
 ) -> StoreResult:
     now = platform.clock.now()
     repo = platform.repository(conn, ctx)
@@ -253,7 +263,6 @@ def _index(
     row = {
         "sop_class_uid": parsed.sop_class_uid,
         "transfer_syntax": parsed.transfer_syntax,
-        "blob_key": key,
         "size": len(parsed.raw),
         "metadata": metadata,
         "received": now,
@@ -261,18 +270,9 @@ def _index(
     }
     created_study = False
     if existing is not None:  # the same instance again: the new copy replaces the old (same UIDs)
-        conn.execute(update(t_instance).where(t_instance.c.sop_instance_uid == parsed.sop_instance_uid).values(**row))
         conn.execute(update(t_study).where(t_study.c.study_uid == parsed.study_uid).values(fhir_stale=True))
         patient_fhir = None
     else:
-        conn.execute(
-            insert(t_instance).values(
-                sop_instance_uid=parsed.sop_instance_uid,
-                series_uid=parsed.series_uid,
-                study_uid=parsed.study_uid,
-                **row,
-            )
-        )
         series_new = (
             conn.execute(
                 update(t_series)
@@ -327,6 +327,18 @@ def _index(
             if modality and modality not in mods:
                 values["modalities"] = "\\".join(sorted(mods | {modality}))
             conn.execute(update(t_study).where(t_study.c.study_uid == parsed.study_uid).values(**values))
+    row["blob_key"] = blob_key()  # the file is on disk (a failure here rolls the whole instance back)
+    if existing is not None:
+        conn.execute(update(t_instance).where(t_instance.c.sop_instance_uid == parsed.sop_instance_uid).values(**row))
+    else:
+        conn.execute(
+            insert(t_instance).values(
+                sop_instance_uid=parsed.sop_instance_uid,
+                series_uid=parsed.series_uid,
+                study_uid=parsed.study_uid,
+                **row,
+            )
+        )
     _record(
         conn,
         ctx,
