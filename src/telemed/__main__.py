@@ -129,6 +129,23 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_rotate(settings: Settings, _args: argparse.Namespace) -> int:
+    from telemed.db.engine import make_engine
+    from telemed.fhir.store.rotation import remaining, rotate
+
+    cipher = settings.field_cipher()
+    engine = make_engine(settings.database_url)
+    done = rotate(engine, cipher)
+    left = remaining(engine, cipher)
+    print(f"re-encrypted under key {cipher.current_id!r}: {done['resource']} current and "
+          f"{done['resource_history']} historical versions")  # fmt: skip
+    if left:
+        print("still under old keys: " + ", ".join(f"{k}: {n}" for k, n in sorted(left.items())))
+        return 1
+    print("nothing is left under old keys: they may be removed from TELEMED_ENCRYPTION_KEYS")
+    return 0
+
+
 def _audit_verify(settings: Settings, _args: argparse.Namespace) -> int:
     from telemed.db.engine import make_engine
     from telemed.fhir.store.audit import seal, verify
@@ -204,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     asub = p.add_subparsers(dest="audit_command", required=True)
     asub.add_parser("verify", help="check the hash chain; report the first broken link").set_defaults(
         func=_audit_verify
+    )
+    p = sub.add_parser("keys", help="field-encryption keys")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    ksub.add_parser("rotate", help="re-encrypt stored fields under the first (newest) key").set_defaults(
+        func=_keys_rotate
     )
     p = sub.add_parser("ecg", help="ECG tools").add_subparsers(dest="ecg_command", required=True)
     e = p.add_parser("analyze", help="beats and measurements of a DICOM, HL7 aECG or WFDB (.hea) recording")
