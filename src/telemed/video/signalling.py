@@ -66,6 +66,8 @@ class Switchboard:
         self.grace = grace_seconds
         self.rooms: dict[str, dict[str, Peer]] = {}
         self._pending_leave: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._last_record: asyncio.Task | None = None
         self.stats = {"joins": 0, "refused": 0, "malformed": 0, "rate_limited": 0, "relayed": 0}
 
     # -- room bookkeeping --------------------------------------------------------------------------
@@ -90,6 +92,23 @@ class Switchboard:
             log.exception("video room hook failed")
             return None
 
+    def _background(self, fn, *args) -> None:
+        """Record attendance off the signalling path (a slow database must not delay the call), one
+        record at a time in the order of the events, so a leave never overtakes its join."""
+        if fn is None:
+            return
+        previous = self._last_record
+
+        async def record() -> None:
+            if previous is not None:
+                await previous
+            await self._run_logged(fn, *args)
+
+        task = asyncio.ensure_future(record())
+        self._last_record = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _cancel_leave(self, room: str, peer_id: str) -> bool:
         handle = self._pending_leave.pop((room, peer_id), None)
         if handle is not None:
@@ -106,7 +125,7 @@ class Switchboard:
         if peer is None:
             return
         await self._broadcast(room, {"type": "peer-left", "peer": peer_id})
-        await self._run_logged(self.events.left, peer.grant, peer_id)
+        self._background(self.events.left, peer.grant, peer_id)
 
     def _schedule_leave(self, room: str, peer_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -201,7 +220,7 @@ class Switchboard:
         self.stats["joins"] += 1
         if not resumed:
             await self._broadcast(room, {"type": "peer-joined", **peer.public()}, exclude=peer.id)
-            await self._run_logged(self.events.joined, grant, peer.id)
+            self._background(self.events.joined, grant, peer.id)
         log.info("video: %s %s room %s as %s", grant.user, "rejoined" if resumed else "joined", room, peer.id)
         return peer
 
