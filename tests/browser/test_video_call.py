@@ -196,3 +196,22 @@ def test_the_call_connects_through_turn_when_only_relay_is_allowed(browser, serv
             page.context.close()
     finally:
         settings.turn_urls, settings.turn_secret, settings.turn_relay_only = saved
+
+
+def test_three_participants_of_an_mdt_each_receive_the_other_two(browser, services, server, backend):
+    if backend != "sqlite":
+        pytest.skip("tested once (SQLite)")
+    from telemed.consultation import workflow as wf
+
+    call = scheduled(services, kind=wf.MDT)
+    users = (call.net.requester, call.net.experts[0], call.net.experts[1])
+    for user in users:
+        set_password(services, user)
+    pages = [_open_call(browser, server, user, call.cid) for user in users]
+    try:
+        for page in pages:
+            stats = _wait_decoding(page, peers=2, timeout=60)
+            assert len({s["peer"] for s in stats}) == 2
+    finally:
+        for page in pages:
+            page.context.close()
