@@ -16,6 +16,7 @@ from telemed.consultation import Env
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import resource as t_resource
 from telemed.demo.consultations import load_consultations
+from telemed.demo.ecg import load_ecgs
 from telemed.demo.network import ACCOUNTS, build_network
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
@@ -73,6 +74,10 @@ def load_demo(services: DemoServices) -> dict[str, int]:
         counts["consultation"] = load_consultations(
             lambda ctx: services.repository(conn, ctx), env, build_network(), accounts, sign
         )
+        blobs = getattr(services, "blobs", None)
+        if blobs is not None:
+            repo_for = lambda ctx: services.repository(conn, ctx)  # noqa: E731
+            counts["ecg"] = load_ecgs(repo_for, blobs, now, build_network())
     return counts
 
 

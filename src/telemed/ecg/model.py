@@ -206,14 +206,16 @@ def measurement_observations(ecg: str, patient: str, sender: str, analysis: Anal
 
 
 def service_request(ecg: str, patient: str, sender: str, requester: str | None, centre: str, priority: str,
-                    now: datetime, note: str | None) -> dict:  # fmt: skip
+                    now: datetime, note: str | None, readers: list[str] = ()) -> dict:  # fmt: skip
+    """``performer``: the reading centre and every reader of the pool (a regional pool's readers may
+    work at several institutions; each is granted the patient's ECG while the request is open)."""
     sr = {
         "resourceType": "ServiceRequest", "id": ecg, "status": "active", "intent": "order",
         "priority": "urgent" if priority == wf.URGENT else "routine",
         "code": {"coding": [ECG_PROCEDURE], "text": "ECG reading"},
         "subject": ref("Patient", patient), "authoredOn": iso(now),
         "requester": ref("Practitioner", requester) or ref("Organization", sender),
-        "performer": [ref("Organization", centre)],
+        "performer": [ref("Organization", centre), *(ref("Practitioner", r) for r in readers)],
         "supportingInfo": [ref("Observation", ecg), ref("DocumentReference", ecg)],
     }  # fmt: skip
     if note:

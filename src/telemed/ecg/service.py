@@ -155,7 +155,7 @@ def ingest(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, ecg:
         return repo.update(resource["resourceType"], resource["id"], resource)
 
     # The request first: its performer opens the patient's record to the reading centre.
-    put(model.service_request(ecg, patient, sender, ctx.practitioner, pool.centre, priority, now, note))
+    put(model.service_request(ecg, patient, sender, ctx.practitioner, pool.centre, priority, now, note, pool.members))
     put(model.original_document(ecg, patient, sender, stored_files, recording, now))
     for i in range(len(recording.leads)):
         put(model.lead_observation(ecg, patient, sender, recording, i, now))
