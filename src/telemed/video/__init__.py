@@ -6,12 +6,12 @@ and this package decides who may join and when, relays the signalling, mints TUR
 and records attendance on the room's Encounter.
 """
 
-from telemed.video import attendance, backend, join, protocol, room, signalling, turn
+from telemed.video import attendance, backend, janus, join, protocol, room, signalling, turn
 from telemed.video.join import Grant, InvalidJoinToken
 from telemed.video.room import Refused, RoomSpec, admit
 from telemed.video.signalling import Events, Switchboard
 
 __all__ = [
     "Events", "Grant", "InvalidJoinToken", "Refused", "RoomSpec", "Switchboard", "admit", "attendance", "backend",
-    "join", "protocol", "room", "signalling", "turn",
+    "janus", "join", "protocol", "room", "signalling", "turn",
 ]  # fmt: skip
