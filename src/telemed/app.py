@@ -6,6 +6,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +23,7 @@ from telemed.consultation.escalation import SlaWatcher
 from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
+from telemed.ecg.watch import EscalationWatcher
 from telemed.fhir.http import METHODS, FhirEndpoint
 from telemed.fhir.search.custom import CustomParameters, SearchParameterHooks
 from telemed.fhir.store.access import AccessGrants
@@ -70,6 +72,7 @@ class Services:
     sealer: Sealer | None = None
     signer: Signer | None = None
     _sla_watcher: SlaWatcher | None = None
+    ecg_watcher: EscalationWatcher | None = None
     consultation_sla: SlaPolicy | None = None
     outbox: notify.Outbox | None = None
     email: notify.EmailSender | None = None
@@ -156,8 +159,18 @@ class Services:
         self.dispatcher.start()
         self.sealer.start()
         self.sla_watcher().start()
+        s = self.settings
+        self.ecg_watcher = EscalationWatcher(
+            self.engine, self.clock, self.repository, self.hub.publish,
+            after=timedelta(minutes=s.ecg_escalate_minutes),
+            urgent_after=timedelta(minutes=s.ecg_escalate_urgent_minutes),
+            ack_after=timedelta(minutes=s.ecg_critical_ack_minutes),
+        )  # fmt: skip
+        self.ecg_watcher.start()
 
     def stop_background(self) -> None:
+        if self.ecg_watcher is not None:
+            self.ecg_watcher.stop()
         self.sla_watcher().stop()
         self.sealer.stop()
         self.dispatcher.stop()

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # Teleconsultation deadlines, e.g. "urgent:accept=10m,opinion=60m;routine:opinion=48h"
     # (telemed.consultation.sla); empty = the defaults there.
     consultation_sla: str | None = None
+    # Remote ECG (telemed.ecg.watch): minutes before an unclaimed ECG escalates (routine, urgent), and
+    # before an unacknowledged critical report is raised to its sender again.
+    ecg_escalate_minutes: int = 15
+    ecg_escalate_urgent_minutes: int = 3
+    ecg_critical_ack_minutes: int = 10
     log_level: str = "INFO"
     # The DICOM service (telemed.imaging): its AE title, and the port ``telemed serve`` also listens on
     # for DICOM (``telemed dicom-scp`` runs it alone). Unset: 11112 in demo mode, off otherwise; 0: off.

@@ -26,6 +26,7 @@ from telemed.kernel.blobs import BlobStore
 from telemed.kernel.errors import Category, TelemedError
 
 CHINA = ZoneInfo("Asia/Shanghai")
+TOPIC = "ecg-pool"  # the hub topic of pool events (JSON of :class:`Push`)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 REFUSALS = {
     "already-claimed": "Another reader has already claimed this ECG",

@@ -35,7 +35,7 @@ router = APIRouter(prefix="/portal/ecg")
 web.add_template_folder(Path(__file__).parent / "templates")
 register_nav("ECG", "/portal/ecg", roles={"requesting-doctor", "ecg-reader", "platform-admin"}, order=25)
 
-TOPIC = "ecg-pool"
+TOPIC = service.TOPIC
 SENDERS = ("requesting-doctor", "platform-admin")
 READERS = ("ecg-reader",)
 KEEPALIVE_SECONDS = 15.0
