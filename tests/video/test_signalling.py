@@ -228,3 +228,26 @@ def test_a_page_that_reconnects_within_the_grace_period_keeps_its_place(services
             send(a2, {"type": "offer", "to": "peer-expert-6", "sdp": SDP, "restart": True})
             got = recv(b)
             assert got["type"] == "offer" and got["restart"] is True  # no peer-left in between
+
+
+def test_the_invited_external_expert_joins_with_the_guest_session(services, server):
+    from telemed.consultation import service
+    from tests.consultation.network import build
+    from tests.consultation.test_service import run
+    from tests.portal.conftest import csrf_of
+    from tests.portal.test_invitation_pages import _accepted, _invite, _redeem
+
+    net = build(services)
+    cid = _accepted(services, net)
+    path, code = _invite(services, server, net, cid)
+    run(services, net.ctx("triage"), service.act, cid, "schedule", start=services.clock.now() + timedelta(minutes=10))
+    guest, case = _redeem(server, path, code)
+    page = guest.get(f"/portal/consultations/{cid}/video")
+    assert page.status_code == 200 and 'id="video-call"' in page.text
+    token = join_token(guest, csrf_of(guest.get(case)), cid).json()["token"]
+    with connect(server, guest, cid) as ws:
+        joined = join(ws, token, "peer-guest-1")
+        assert joined["type"] == "joined"
+    # The guest session is bound to its consultation: another room is as if it did not exist.
+    other = scheduled(services, net=net)
+    assert guest.get(f"/portal/consultations/{other.cid}/video").status_code == 404
