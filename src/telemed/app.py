@@ -23,6 +23,7 @@ from telemed.consultation.escalation import SlaWatcher
 from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
+from telemed.ecg import api as ecg_api
 from telemed.ecg.watch import EscalationWatcher
 from telemed.fhir.http import METHODS, FhirEndpoint
 from telemed.fhir.search.custom import CustomParameters, SearchParameterHooks
@@ -253,6 +254,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(verification_router)
     app.include_router(dicomweb.router(services, _authenticate(services)))  # /dicomweb, same auth as /fhir
+    app.include_router(ecg_api.router(services, _authenticate(services)))  # /api/ecg, same auth as /fhir
     app.include_router(pathology_api.router(services, _authenticate(services)))  # /api/pathology, and the gateway link
 
     @app.exception_handler(TelemedError)
