@@ -34,7 +34,7 @@ from starlette.websockets import WebSocketDisconnect
 from telemed.db.engine import unit_of_work
 from telemed.fhir.store.context import AccessContext
 from telemed.kernel.errors import Category, TelemedError
-from telemed.pathology import service
+from telemed.pathology import annotations, service
 from telemed.pathology.centre import MAX_PART, SlideRecord, SlideStore
 from telemed.pathology.link import Links
 from telemed.pathology.tilecache import TileCache
@@ -230,5 +230,30 @@ def router(services, authenticate: Authenticate) -> APIRouter:
         await may_view(request, slide_id)
         data = await run_in_threadpool(store.thumbnail, slide_id)
         return Response(data, media_type="image/jpeg", headers=TILE_HEADERS)
+
+    # -- annotations (shown to everyone who may see the slide) ----------------------------------------
+
+    @api.get("/slides/{slide_id}/annotations")
+    def list_annotations(slide_id: str, request: Request) -> JSONResponse:
+        ctx = caller(request)
+        with unit_of_work(services.engine, write=False) as conn:
+            items = annotations.for_slide(services.repository(conn, ctx), slide_id)
+        return JSONResponse(items, headers={"Cache-Control": "no-store"})
+
+    @api.post("/slides/{slide_id}/annotations")
+    async def add_annotation(slide_id: str, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise TelemedError(Category.INCORRECT, "The body is JSON") from None
+
+        def run() -> dict:
+            ctx = caller(request)
+            info = store.record(slide_id).slide_info
+            with unit_of_work(services.engine) as conn:
+                repo = services.repository(conn, ctx)
+                return annotations.add(repo, ctx, slide_id, info, body, services.clock.now().isoformat())
+
+        return JSONResponse(await run_in_threadpool(run), status_code=201)
 
     return api

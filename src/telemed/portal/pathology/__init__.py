@@ -19,8 +19,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from telemed.db.engine import unit_of_work
 from telemed.kernel.errors import Category, TelemedError
+from telemed.pathology import annotations, service
 from telemed.pathology import api as pathology_api
-from telemed.pathology import service
 from telemed.portal import web
 from telemed.portal.nav import register_nav
 from telemed.portal.session import SESSION_COOKIE, CurrentUser, current_user
@@ -138,3 +138,28 @@ def vendor(name: str, user: CurrentUser) -> FileResponse:
     if not path.is_file():
         raise TelemedError(Category.NOT_FOUND, "OpenSeadragon is not installed (make deps)")
     return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/portal/pathology/slides/{slide_id}/annotations")
+def slide_annotations(request: Request, user: CurrentUser, slide_id: str) -> JSONResponse:
+    svc = request.app.state.services
+    with unit_of_work(svc.engine, write=False) as conn:
+        items = annotations.for_slide(svc.repository(conn, user.context), slide_id)
+    return JSONResponse(items, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/portal/pathology/slides/{slide_id}/annotations")
+async def add_slide_annotation(request: Request, user: CurrentUser, slide_id: str) -> JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise TelemedError(Category.INCORRECT, "The body is JSON") from None
+    svc = request.app.state.services
+    info = _centre(request).store.record(slide_id).slide_info
+
+    def run() -> dict:
+        with unit_of_work(svc.engine) as conn:
+            repo = svc.repository(conn, user.context)
+            return annotations.add(repo, user.context, slide_id, info, body, svc.clock.now().isoformat())
+
+    return JSONResponse(await run_in_threadpool(run), status_code=201)
