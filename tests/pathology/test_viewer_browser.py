@@ -77,7 +77,8 @@ def test_viewer_while_the_slide_arrives(services, server, browser, slides, tmp_p
         problems: list[str] = []
 
         def login(user: str):
-            context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1200})  # the whole pane: no scrolling
+            # the whole pane on the screen: a click that focuses the viewer must not scroll the page
+            context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1200})
             context.set_default_timeout(90_000)  # a shared machine under load: minutes-long stalls are not ours
             page = context.new_page()
             page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
