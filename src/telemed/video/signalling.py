@@ -10,12 +10,20 @@ Reconnection: a page keeps its peer id across sockets. When a socket drops, the 
 the room for :data:`GRACE_SECONDS`; if the page rejoins in that time nobody sees it leave, and
 the page renegotiates with an ICE restart over the new socket, so the media that still flows
 keeps flowing and a path that broke is replaced, all without reloading the page.
+
+Several instances (``TELEMED_BROKER_URL``): the two peers of a call may reach different
+instances. Each instance announces its peers' joins and leaves on the Hub topic
+:data:`TOPIC` (Redis pub/sub), keeps a view of the peers on the others, and sends a message for a
+peer it does not hold, and every broadcast, through the Hub; each instance delivers to its own
+sockets. An instance that starts asks the others for their peers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +40,7 @@ GRACE_SECONDS = 15.0
 MAX_VIOLATIONS = 20  # malformed messages before the socket is closed
 MAX_DROPPED = 200  # rate-limited messages before the socket is closed
 POLICY_VIOLATION = 1008
+TOPIC = "video-signalling"  # the Hub topic that carries signalling between instances
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Peer:
     close: Callable[[int], Awaitable[None]]
     joined_at: float = field(default_factory=time.monotonic)
     state: dict = field(default_factory=dict)
+    known: set = field(default_factory=set)  # peers listed in its ``joined``: no later peer-joined for them
 
     def public(self) -> dict:
         return {"peer": self.id, "name": self.grant.name, "practitioner": self.grant.practitioner, **self.state}
@@ -61,8 +71,16 @@ class Events:
 
 
 class Switchboard:
-    def __init__(self, events: Events, grace_seconds: float = GRACE_SECONDS):
+    def __init__(self, events: Events, grace_seconds: float = GRACE_SECONDS, bus=None):
+        """``bus``: ``publish(topic, text)`` and ``add_listener(topic, fn)`` reaching every instance
+        (telemed's Hub with Redis); without it a room lives on one instance."""
         self.events = events
+        self.bus = bus
+        self.instance = secrets.token_hex(6)
+        self.remote: dict[str, dict[str, dict]] = {}  # room -> peer id -> public info, on other instances
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if bus is not None:
+            bus.add_listener(TOPIC, self._on_bus)
         self.grace = grace_seconds
         self.rooms: dict[str, dict[str, Peer]] = {}
         self._pending_leave: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -75,10 +93,17 @@ class Switchboard:
         return list(self.rooms.get(room, {}).values())
 
     async def _broadcast(self, room: str, msg: dict, exclude: str | None = None) -> None:
+        if self.bus is not None:  # every instance (this one too) delivers to its own sockets
+            self._publish({"kind": "msg", "room": room, "exclude": exclude, "msg": msg})
+            return
+        await self._deliver(room, msg, exclude)
+
+    async def _deliver(self, room: str, msg: dict, exclude: str | None = None) -> None:
         text = dumps(msg)
         for peer in self.peers(room):
-            if peer.id != exclude:
-                await _safe(peer.send(text))
+            if peer.id == exclude or (msg.get("type") == "peer-joined" and msg.get("peer") in peer.known):
+                continue  # (a join announced through the broker can arrive after the list that named it)
+            await _safe(peer.send(text))
 
     async def _run(self, fn, *args):
         if fn is None:
@@ -124,6 +149,7 @@ class Switchboard:
             self.rooms.pop(room, None)
         if peer is None:
             return
+        self._presence(room, "leave", peer)
         await self._broadcast(room, {"type": "peer-left", "peer": peer_id})
         self._background(self.events.left, peer.grant, peer_id)
 
@@ -139,6 +165,7 @@ class Switchboard:
                     send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]],
                     who: str = "?", authorize=None) -> None:  # fmt: skip
         """Serve one connection to ``room`` until it closes. ``receive`` returns None at the end."""
+        self._attach_loop()
         bucket = protocol.TokenBucket()
         me: Peer | None = None
         violations = dropped = 0
@@ -204,17 +231,24 @@ class Switchboard:
             raise ProtocolError("refused", code) from None
         members = self.rooms.setdefault(room, {})
         existing = members.get(msg["peer"])
+        elsewhere = self.remote.get(room, {}).get(msg["peer"])
+        if elsewhere is not None and elsewhere.get("user") != grant.user:
+            raise ProtocolError("refused", "peer-id-taken")
         if existing is not None and existing.grant.user != grant.user:
             raise ProtocolError("refused", "peer-id-taken")
-        if existing is None and len(members) >= grant.peer_limit:
+        if existing is None and elsewhere is None and len(members) + len(self.remote.get(room, {})) >= grant.peer_limit:
             raise ProtocolError("refused", "room-full")
         peer = Peer(msg["peer"], grant, send, close)
-        resumed = self._cancel_leave(room, peer.id) or existing is not None
+        resumed = self._cancel_leave(room, peer.id) or existing is not None or elsewhere is not None
         if existing is not None:
             peer.state = existing.state
             await _safe(existing.close(4000))  # the old socket of a page that reconnected
         members[peer.id] = peer
+        self._presence(room, "join", peer)
         others = [p.public() for p in self.peers(room) if p.id != peer.id]
+        others += [{k: v for k, v in info.items() if k != "user"} for pid, info in self.remote.get(room, {}).items()
+                   if pid != peer.id]  # fmt: skip
+        peer.known = {o["peer"] for o in others}
         await send(dumps({"type": "joined", "peer": peer.id, "peers": others, "resumed": resumed,
                           "iceServers": self.events.ice_servers(grant)}))  # fmt: skip
         self.stats["joins"] += 1
@@ -241,12 +275,63 @@ class Switchboard:
             await self._broadcast(room, {"type": "state", "from": me.id, **me.state}, exclude=me.id)
             return
         target = self.rooms.get(room, {}).get(msg["to"])
-        if target is None or target.id == me.id:
-            raise ProtocolError("unknown-peer", "no such peer in this room")
         out = {k: v for k, v in msg.items() if k != "to"}
         out["from"] = me.id
+        if target is None and msg["to"] in self.remote.get(room, {}):
+            self.stats["relayed"] += 1
+            self._publish({"kind": "msg", "room": room, "to": msg["to"], "msg": out})
+            return
+        if target is None or target.id == me.id:
+            raise ProtocolError("unknown-peer", "no such peer in this room")
         self.stats["relayed"] += 1
         await _safe(target.send(dumps(out)))
+
+    # -- several instances -----------------------------------------------------------------------------
+    def _attach_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            if self.bus is not None:  # learn who is in which room on the other instances
+                self._publish({"kind": "sync"})
+
+    def _publish(self, envelope: dict) -> None:
+        self.bus.publish(TOPIC, dumps({**envelope, "origin": self.instance}))
+
+    def _presence(self, room: str, op: str, peer: Peer) -> None:
+        if self.bus is not None:
+            info = {**peer.public(), "user": peer.grant.user}
+            self._publish({"kind": "presence", "op": op, "room": room, "peer": info})
+
+    def _on_bus(self, text: str) -> None:
+        """A message from any instance (called on the broker's thread, or inline without Redis)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._on_envelope, text)
+
+    def _on_envelope(self, text: str) -> None:
+        try:
+            env = json.loads(text)
+        except ValueError:
+            return
+        mine = env.get("origin") == self.instance
+        kind, room = env.get("kind"), env.get("room")
+        if kind == "msg":
+            to = env.get("to")
+            if to is None:
+                asyncio.ensure_future(self._deliver(room, env["msg"], env.get("exclude")))
+            elif (target := self.rooms.get(room, {}).get(to)) is not None:
+                asyncio.ensure_future(_safe(target.send(dumps(env["msg"]))))
+        elif kind == "presence" and not mine:
+            info = env["peer"]
+            if env["op"] == "join":
+                self.remote.setdefault(room, {})[info["peer"]] = info
+                if self._cancel_leave(room, info["peer"]):  # the page came back through another instance
+                    self.rooms.get(room, {}).pop(info["peer"], None)
+            else:
+                self.remote.get(room, {}).pop(info["peer"], None)
+        elif kind == "sync" and not mine:
+            for room_id, members in self.rooms.items():
+                for peer in members.values():
+                    self._presence(room_id, "join", peer)
 
 
 async def _safe(awaitable) -> None:

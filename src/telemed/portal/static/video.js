@@ -262,8 +262,14 @@
         refreshStatus();
         break;
       // The newcomer makes the offers; the others answer (fewer collisions than both offering).
-      case "peer-joined": state.names.set(m.peer, m.name); refreshStatus(); break;
-      case "peer-left": dropPeer(m.peer); break;
+      // If no offer comes (two joins crossed on different instances, each seeing the other as
+      // the newcomer), call anyway after 3 s; perfect negotiation settles a collision.
+      case "peer-joined":
+        state.names.set(m.peer, m.name);
+        setTimeout(function () { if (!state.pcs.has(m.peer) && state.names.has(m.peer)) peerConnection(m.peer, m.name); }, 3000);
+        refreshStatus();
+        break;
+      case "peer-left": state.names.delete(m.peer); dropPeer(m.peer); break;
       case "offer": case "answer":
         serially(m.from, function () { return onDescription(m.from, m.type, m.sdp); });
         break;

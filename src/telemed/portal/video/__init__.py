@@ -135,7 +135,7 @@ def switchboard(app) -> Switchboard:
             chat=lambda grant, text: _chat(svc, grant, text),
             refused=lambda cid, who, code: _refused(svc, cid, who, code),
             now=svc.clock.now,
-        ))  # fmt: skip
+        ), bus=svc.hub if svc.hub.broker_url else None)  # fmt: skip
         app.state.video_switchboard = board
     return board
 
