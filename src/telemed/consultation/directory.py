@@ -6,6 +6,7 @@ user, so this is loaded through the caller's repository like everything else.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from telemed.consultation.lookup import find
@@ -40,11 +41,26 @@ class Person:
     institution: str = ""  # an institution outside the network, named as text (an invited expert's)
 
 
+_CACHE: dict[int, tuple[float, Directory]] = {}
+
+
 @dataclass
 class Directory:
     people: dict[str, Person] = field(default_factory=dict)
     organizations: dict[str, str] = field(default_factory=dict)  # id -> name
     tiers: dict[str, str] = field(default_factory=dict)  # id -> province/city/county/township
+
+    @classmethod
+    def cached(cls, repo: Repository, ttl: float = 60.0) -> Directory:
+        """The directory, reloaded at most every ``ttl`` seconds per database: institutions and
+        staff change rarely, and every signed-in user may read them, so one copy serves all."""
+        key = id(repo.conn.engine)
+        hit = _CACHE.get(key)
+        now = time.monotonic()
+        if hit is None or now - hit[0] > ttl:
+            hit = (now, cls.load(repo))
+            _CACHE[key] = hit
+        return hit[1]
 
     @classmethod
     def load(cls, repo: Repository) -> Directory:

@@ -58,20 +58,24 @@ def states_param(states) -> tuple[str, str]:
 
 def rows_for(repo: Repository, tasks: list[Stored], now: datetime) -> list[Row]:
     out = []
-    names: dict[str, str] = {}
+    # One search per resource type for the whole list, not four reads per row.
+    ids = [t.resource["id"] for t in tasks]
+    requests = by_id(repo, "ServiceRequest", ids)
+    appointments = by_id(repo, "Appointment", ids)
+    encounters = by_id(repo, "Encounter", ids)
+    patients = {model.ref_id(sr.resource.get("subject"), "Patient") or "" for sr in requests.values()}
+    names = {pid: _name(p.resource) for pid, p in by_id(repo, "Patient", sorted(patients - {""})).items()}
     for t in tasks:
         task = t.resource
         cid = task["id"]
-        sr = read_if_exists(repo, "ServiceRequest", cid)
+        sr = requests.get(cid)
         if sr is None:
             continue
         r = sr.resource
         patient = model.ref_id(r.get("subject"), "Patient") or ""
-        if patient not in names:
-            p = read_if_exists(repo, "Patient", patient)
-            names[patient] = _name(p.resource) if p else ""
-        app = read_if_exists(repo, "Appointment", cid)
-        enc = read_if_exists(repo, "Encounter", cid)
+        names.setdefault(patient, "")
+        app = appointments.get(cid)
+        enc = encounters.get(cid)
         deadline = model.parse_dt(((task.get("restriction") or {}).get("period") or {}).get("end"))
         details = model.details_of(r)
         out.append(Row(
@@ -90,6 +94,16 @@ def rows_for(repo: Repository, tasks: list[Stored], now: datetime) -> list[Row]:
             rating=next((e.get("valueInteger") for e in task.get("extension", []) if e.get("url") == model.RATING_URL),
                         None),
         ))  # fmt: skip
+    return out
+
+
+def by_id(repo: Repository, rt: str, ids: list[str], chunk: int = 100) -> dict[str, Stored]:
+    """The visible resources of type ``rt`` among ``ids`` (searched by ``_id`` in chunks)."""
+    out: dict[str, Stored] = {}
+    for i in range(0, len(ids), chunk):
+        part = ids[i : i + chunk]
+        for s in find(repo, rt, [("_id", ",".join(part))], len(part)):
+            out[s.resource["id"]] = s
     return out
 
 

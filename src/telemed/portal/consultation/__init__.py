@@ -34,7 +34,7 @@ def _home(request: Request, user: PortalUser) -> Markup:
 
     lists = pages.worklists(request, user)
     with repository(request, user) as repo:
-        directory = Directory.load(repo)
+        directory = Directory.cached(repo)
     return render_fragment(request, "consultation/home_section.html", lists=lists, now=services(request).clock.now(),
                            minutes_left=minutes_left, **labels(request, directory))  # fmt: skip
 

@@ -39,7 +39,7 @@ def _board_context(request: Request, user) -> dict:
     now = services(request).clock.now()
     with repository(request, user) as repo:
         b = queries.board(repo, now, _day_start(now))
-        directory = Directory.load(repo)
+        directory = Directory.cached(repo)
     return dict(board=b, now=now, minutes_left=minutes_left, **labels(request, directory))
 
 
@@ -132,7 +132,7 @@ def statistics(request: Request, user: CurrentUser) -> HTMLResponse:
         # wider context (audited under their name) and only aggregates leave this function.
         reader = replace(user, context=replace(user.context, clinical="all"))
     with repository(request, reader) as repo:
-        directory = Directory.load(repo)
+        directory = Directory.cached(repo)
         counts = queries.counts(repo)
         rows = queries.rows_for(
             repo, queries.find_tasks(repo, [queries.states_param(queries.OPEN_STATES + queries.DONE_STATES)], 1000), now

@@ -68,7 +68,7 @@ def worklists(request: Request, user: PortalUser) -> list[tuple[str, list[querie
 def list_page(request: Request, user: CurrentUser) -> HTMLResponse:
     lists = worklists(request, user)
     with repository(request, user) as repo:
-        directory = Directory.load(repo)
+        directory = Directory.cached(repo)
     return render(request, "consultation/list.html", lists=lists, now=_now(request), minutes_left=minutes_left,
                   **labels(request, directory))  # fmt: skip
 
