@@ -53,10 +53,9 @@ def board_rows(request: Request, user: CurrentUser) -> HTMLResponse:
     return render(request, "consultation/board_rows.html", **_board_context(request, user))
 
 
-@router.get("/board/events")
-async def board_events(request: Request, user: CurrentUser) -> StreamingResponse:
-    """``text/event-stream``: one ``change`` event per consultation step, keep-alives between."""
-    require_roles(*BOARD_ROLES)(user)
+def _change_stream(request: Request, retry_ms: int, show=None) -> StreamingResponse:
+    """``text/event-stream`` of consultation steps from the hub: a ``change`` event (data: the
+    consultation id) per step ``show(id)`` lets through (every step when None), keep-alives between."""
     hub = services(request).hub
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
@@ -67,14 +66,15 @@ async def board_events(request: Request, user: CurrentUser) -> StreamingResponse
     async def stream():
         hub.add_listener(BOARD_TOPIC, listener)
         try:
-            yield "retry: 2000\n\n"
+            yield f"retry: {retry_ms}\n\n"
             while not await request.is_disconnected():
                 try:
                     cid = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                yield f"event: change\ndata: {cid}\n\n"
+                if show is None or await run_in_threadpool(show, cid):
+                    yield f"event: change\ndata: {cid}\n\n"
         finally:
             hub.remove_listener(BOARD_TOPIC, listener)
 
@@ -82,38 +82,22 @@ async def board_events(request: Request, user: CurrentUser) -> StreamingResponse
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
+@router.get("/board/events")
+async def board_events(request: Request, user: CurrentUser) -> StreamingResponse:
+    """Every consultation step, for the board (its viewers see all of today's consultations)."""
+    require_roles(*BOARD_ROLES)(user)
+    return _change_stream(request, 2000)
+
+
 @router.get("/events")
 async def my_events(request: Request, user: CurrentUser) -> StreamingResponse:
-    """``text/event-stream`` for any signed-in user: a ``change`` event for each step of a
-    consultation this user can see (case pages and worklists show a "changed" notice)."""
-    hub = services(request).hub
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
-
-    def listener(text: str) -> None:
-        loop.call_soon_threadsafe(_offer, queue, text)
+    """The steps of consultations this user can see (case pages and worklists show a notice)."""
 
     def visible(cid: str) -> bool:
         with repository(request, user) as repo:
             return repo.exists("Task", cid) and repo._visible("Task", cid)
 
-    async def stream():
-        hub.add_listener(BOARD_TOPIC, listener)
-        try:
-            yield "retry: 3000\n\n"
-            while not await request.is_disconnected():
-                try:
-                    cid = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if await run_in_threadpool(visible, cid):
-                    yield f"event: change\ndata: {cid}\n\n"
-        finally:
-            hub.remove_listener(BOARD_TOPIC, listener)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+    return _change_stream(request, 3000, visible)
 
 
 def _offer(queue: asyncio.Queue, text: str) -> None:
