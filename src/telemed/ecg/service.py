@@ -36,7 +36,7 @@ REFUSALS = {
 
 
 def find(repo: Repository, rt: str, params: list[tuple[str, str]], count: int = 500) -> list[Stored]:
-    return searching.search(repo, parse(rt, [*params, ("_count", str(count))]), "").matches
+    return searching.search(repo, parse(rt, [*params, ("_count", str(count))], pageable=False), "").matches
 
 
 @dataclass

@@ -100,7 +100,7 @@ def _format_datetime(value: datetime | str | None, style: str = "medium") -> str
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return format_datetime(value, format=style, tzinfo=DISPLAY_TZ, locale=i18n.babel_locale(_lang.get()))
+    return format_datetime(value, format=style, tzinfo=DISPLAY_TZ, locale=i18n.babel_locale_object(_lang.get()))
 
 
 def _format_date(value: date | str | None, style: str = "medium") -> str:
@@ -108,7 +108,7 @@ def _format_date(value: date | str | None, style: str = "medium") -> str:
         return ""
     if isinstance(value, str):
         value = date.fromisoformat(value[:10])
-    return format_date(value, format=style, locale=i18n.babel_locale(_lang.get()))
+    return format_date(value, format=style, locale=i18n.babel_locale_object(_lang.get()))
 
 
 def static_url(name: str) -> str:

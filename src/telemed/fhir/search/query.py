@@ -69,6 +69,9 @@ class Query:
     offset: int = 0
     ignored: list[str] = field(default_factory=list)
     compartment: tuple[str, str] | None = None  # ("Patient", id)
+    # False for in-process callers that read only the first page (portal panels): a sorted
+    # search then never writes a paging snapshot, so it stays a pure read.
+    pageable: bool = True
 
 
 def split_values(raw: str) -> list[str]:
@@ -155,8 +158,9 @@ def parse(
     strict: bool = False,
     default_count: int = 50,
     max_count: int = 1000,
+    pageable: bool = True,
 ) -> Query:
-    q = Query(rt, count=default_count)
+    q = Query(rt, count=default_count, pageable=pageable)
     for name, raw in params:
         if name == "_sort":
             for key in raw.split(","):

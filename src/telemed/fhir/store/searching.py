@@ -124,7 +124,7 @@ def _sorted_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
         ids = [r.id for r in repo.conn.execute(stmt)]
         total = len(ids) if len(ids) <= SNAPSHOT_CAP else None
         ids = ids[:SNAPSHOT_CAP]
-        if len(ids) > q.count:
+        if len(ids) > q.count and q.pageable:
             q.snapshot = _store_snapshot(repo, ids, total)
     page_ids = ids[q.offset : q.offset + q.count]
     result = SearchResult(_fetch_ordered(repo, q.resource_type, page_ids), total)

@@ -21,7 +21,7 @@ from telemed.fhir.search.query import parse
 from telemed.fhir.store import searching
 from telemed.identity.accounts import get_account
 from telemed.kernel.errors import Category, Issue, TelemedError
-from telemed.portal import uploads
+from telemed.portal import offload, uploads
 from telemed.portal.consultation.common import env, labels, minutes_left, repository, services
 from telemed.portal.exceptions import PortalError
 from telemed.portal.i18n import gettext_for, lang_of
@@ -77,7 +77,7 @@ def list_page(request: Request, user: CurrentUser) -> HTMLResponse:
 
 
 def _patients(repo, user: PortalUser) -> list[dict]:
-    q = parse("Patient", [("_count", "200"), ("_sort", "-_lastUpdated")])
+    q = parse("Patient", [("_count", "200"), ("_sort", "-_lastUpdated")], pageable=False)
     return [s.resource for s in searching.search(repo, q, "").matches]
 
 
@@ -135,6 +135,10 @@ async def create(
     form = dict((await request.form()).items())
     form.pop("consent_file", None)
     attachment = await _read_upload(request, consent_file)
+    return await offload.write(_create, request, user, form, attachment)
+
+
+def _create(request: Request, user: PortalUser, form: dict, attachment: dict | None) -> Response:
     details = _details(form, attachment)
     with repository(request, user, write=True) as repo:
         if not details.patient and (form.get("new_name") or "").strip():
@@ -228,7 +232,7 @@ def patient_record(repo, patient: str) -> dict:
     """What the expert reads first: the patient's problems, recent results and imaging studies."""
 
     def find(rt: str, params: list[tuple[str, str]]) -> list[dict]:
-        q = parse(rt, [("patient", f"Patient/{patient}"), ("_count", "20"), *params])
+        q = parse(rt, [("patient", f"Patient/{patient}"), ("_count", "20"), *params], pageable=False)
         return [s.resource for s in searching.search(repo, q, "").matches]
 
     return {
@@ -262,7 +266,10 @@ def _version(form: dict) -> int | None:
 
 @router.post("/{cid}/act")
 async def act(request: Request, user: CurrentUser, cid: str) -> Response:
-    form = await _form(request)
+    return await offload.write(_act, request, user, cid, await _form(request))
+
+
+def _act(request: Request, user: PortalUser, cid: str, form: dict) -> Response:
     event = form.get("event", "")
     if event not in EVENTS:
         raise PortalError(Category.INCORRECT, "Unknown action")
@@ -300,6 +307,10 @@ async def edit(request: Request, user: CurrentUser, cid: str,
     form = dict((await request.form()).items())
     form.pop("consent_file", None)
     attachment = await _read_upload(request, consent_file)
+    return await offload.write(_edit, request, user, cid, form, attachment)
+
+
+def _edit(request: Request, user: PortalUser, cid: str, form: dict, attachment: dict | None) -> Response:
     with repository(request, user, write=True) as repo:
         loaded = service.load(repo, cid)
         details = _details(form, attachment)
@@ -310,7 +321,10 @@ async def edit(request: Request, user: CurrentUser, cid: str,
 
 @router.post("/{cid}/opinion")
 async def save_opinion(request: Request, user: CurrentUser, cid: str) -> Response:
-    form = await _form(request)
+    return await offload.write(_save_opinion, request, user, cid, await _form(request))
+
+
+def _save_opinion(request: Request, user: PortalUser, cid: str, form: dict) -> Response:
     sections = {code: str(form.get(code, "")) for code, _zh, _en in model.SECTIONS}
     with repository(request, user, write=True) as repo:
         loaded = service.save_opinion(repo, env(request), user.context, cid, sections)
@@ -322,7 +336,10 @@ async def save_opinion(request: Request, user: CurrentUser, cid: str) -> Respons
 @router.post("/{cid}/amend")
 async def amend(request: Request, user: CurrentUser, cid: str) -> Response:
     """A signed opinion changes only as an amendment, with its reason; the report is re-issued."""
-    form = await _form(request)
+    return await offload.write(_amend, request, user, cid, await _form(request))
+
+
+def _amend(request: Request, user: PortalUser, cid: str, form: dict) -> Response:
     sections = {code: str(form.get(code, "")) for code, _zh, _en in model.SECTIONS}
     reason = str(form.get("reason", "")).strip()
     if not reason:
@@ -338,7 +355,10 @@ async def amend(request: Request, user: CurrentUser, cid: str) -> Response:
 
 @router.post("/{cid}/acknowledge")
 async def acknowledge(request: Request, user: CurrentUser, cid: str) -> Response:
-    form = await _form(request)
+    return await offload.write(_acknowledge, request, user, cid, await _form(request))
+
+
+def _acknowledge(request: Request, user: PortalUser, cid: str, form: dict) -> Response:
     rating = form.get("rating")
     with repository(request, user, write=True) as repo:
         service.acknowledge(repo, env(request), user.context, cid, int(rating) if rating else None,
@@ -349,7 +369,10 @@ async def acknowledge(request: Request, user: CurrentUser, cid: str) -> Response
 
 @router.post("/{cid}/messages")
 async def post_message(request: Request, user: CurrentUser, cid: str) -> Response:
-    form = await _form(request)
+    return await offload.write(_post_message, request, user, cid, await _form(request))
+
+
+def _post_message(request: Request, user: PortalUser, cid: str, form: dict) -> Response:
     with repository(request, user, write=True) as repo:
         service.post_message(repo, env(request), user.context, cid, str(form.get("text", "")))
     return RedirectResponse(f"/portal/consultations/{cid}#messages", 303)
@@ -362,19 +385,22 @@ async def upload_attachment(
     """Attach a record (report, image, scan) to the request: a file sent with the form, or a
     finished resumable upload (``upload_id``, see telemed.portal.uploads) for large files."""
     form = await request.form()
-    upload_id = form.get("upload_id")
+    upload_id = str(form.get("upload_id") or "") or None
+    attachment = None if upload_id else await _read_upload(request, file)
+    return await offload.write(_attach, request, user, cid, attachment, upload_id)
+
+
+def _attach(request: Request, user: PortalUser, cid: str, attachment: dict | None, upload_id: str | None) -> Response:
     if upload_id:
-        up, data = uploads.read_bytes(request, user, str(upload_id))
+        up, data = uploads.read_bytes(request, user, upload_id)
         attachment = {"contentType": up.type, "data": base64.b64encode(data).decode(), "title": up.name,
                       "size": len(data)}  # fmt: skip
-    else:
-        attachment = await _read_upload(request, file)
     if attachment is None:
         raise PortalError(Category.INCORRECT, "Choose a file to upload")
     with repository(request, user, write=True) as repo:
         doc = service.attach(repo, env(request), user.context, cid, attachment)
     if upload_id:
-        uploads.discard(request, str(upload_id))  # after the commit: the record now holds the bytes
+        uploads.discard(request, upload_id)  # after the commit: the record now holds the bytes
     if "application/json" in request.headers.get("accept", ""):
         return Response(f'{{"id": "{doc.resource["id"]}"}}', media_type="application/json", status_code=201)
     return RedirectResponse(f"/portal/consultations/{cid}#attachments", 303)
