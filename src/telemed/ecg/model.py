@@ -26,9 +26,11 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from telemed.ecg import workflow as wf
 from telemed.ecg.analysis import Analysis
-from telemed.ecg.recording import MDC_LEAD_CODES, MDC_REFIDS, Recording
+from telemed.ecg.recording import MDC_LEAD_CODES, MDC_REFIDS, UNIT_MV, Recording
 
 BASE = "https://telemed.example.cn/fhir"
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -149,6 +151,15 @@ def lead_observation(ecg: str, patient: str, sender: str, recording: Recording, 
             "data": " ".join(map(str, lead.digital.tolist())),
         },
     }  # fmt: skip
+
+
+def lead_millivolts(obs: dict) -> tuple[str, float, np.ndarray]:
+    """(lead name, sampling rate in Hz, samples in mV) of a lead Observation written by :func:`lead_observation`."""
+    sd = obs["valueSampledData"]
+    scale = UNIT_MV.get(sd["origin"].get("code", "uV"), 0.001)
+    digital = np.array(sd["data"].split(), dtype=np.float64)
+    mv = (float(sd["origin"]["value"]) + float(sd.get("factor", 1)) * digital) * scale
+    return obs["code"].get("text", "").removeprefix("Lead "), 1000.0 / float(sd["period"]), mv
 
 
 def ecg_observation(ecg: str, patient: str, sender: str, recording: Recording, now: datetime) -> dict:

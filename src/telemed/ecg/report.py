@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from telemed.ecg import model, service
+from telemed.ecg import model, paper, service
 from telemed.ecg import workflow as wf
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, TelemedError
 from telemed.reports import (
+    Figure,
     Opinion,
     PatientInfo,
     ReportDocument,
@@ -91,6 +92,17 @@ def _age(birth: str | None, now: datetime) -> int | None:
     return now.year - b.year - ((now.month, now.day) < (b.month, b.day))
 
 
+def waveform_figure(repo: Repository, ecg: str, locale: str = "zh-CN") -> Figure:
+    """The first 10 s of the ECG at 25 mm/s and 10 mm/mV (3×4 + rhythm strip II) for the printed report."""
+    panel = repo.read("Observation", ecg).resource
+    leads, rate = {}, 500.0
+    for member in panel.get("hasMember", []):
+        name, rate, mv = model.lead_millivolts(repo.read("Observation", model.ref_id(member, "Observation")).resource)
+        leads[name] = mv
+    caption = "心电图（25 mm/s，10 mm/mV）" if locale == "zh-CN" else "ECG (25 mm/s, 10 mm/mV)"
+    return Figure(caption, paper.svg(leads, rate))
+
+
 def sign(repo: Repository, signer: Signer, ctx: AccessContext, now: datetime, base_url: str, ecg: str, *,
          measurements: dict[str, float | None], statements: list[str], leads: str = "", free_text: str = "",
          locale: str = "zh-CN") -> Signed:  # fmt: skip
@@ -162,6 +174,7 @@ def sign(repo: Repository, signer: Signer, ctx: AccessContext, now: datetime, ba
         signers=(SignerInfo(_name(reader), institution=centre),),
         locale=locale,
         extra_sections=(("测量值" if lang == 0 else "Measurements", table),),
+        figures=(waveform_figure(repo, ecg, locale),),
     )  # fmt: skip
     signed = issue_signed_report(repo, signer, report=stored, document=document,
                                  author_practitioner=ctx.practitioner or "", username=ctx.user, now=now,

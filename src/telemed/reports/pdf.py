@@ -57,6 +57,17 @@ class SignerInfo:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A drawing printed after the report on a page of its own (an ECG at paper scale). ``svg`` is SVG
+    markup made by the domain's code (never user text: it is inserted unescaped), drawn at the size
+    its ``width``/``height`` give in mm, so a scale drawn in mm stays true on paper."""
+
+    caption: str
+    svg: str
+    landscape: bool = True
+
+
+@dataclass(frozen=True)
 class ReportDocument:
     institution: str  # the issuing institution, printed in the header
     title: str
@@ -73,6 +84,7 @@ class ReportDocument:
     # Further (heading, text) sections after the opinion: measurements of an ECG, the gross and
     # microscopic description of a pathology report.
     extra_sections: tuple[tuple[str, str], ...] = ()
+    figures: tuple[Figure, ...] = ()
 
 
 def _text(value: object) -> str:
