@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     turn_ttl_seconds: int = 3600
     # Send media only through TURN (hides the participants' addresses from each other; needs TURN).
     turn_relay_only: bool = False
+    # MDT rooms (three or more participants) on Janus's VideoRoom: the HTTP API URL the server reaches
+    # (e.g. http://127.0.0.1:8088/janus; browsers never see it) and its api_secret if one is set.
+    # Unset: MDT rooms are a browser mesh of at most 4.
+    janus_url: str | None = None
+    janus_api_secret: str | None = None
+    janus_bitrate: int = 512_000  # the cap asked of every publisher (bits/s)
 
     def dicom_listen_port(self) -> int | None:
         port = self.dicom_port if self.dicom_port is not None else (11112 if self.demo else None)

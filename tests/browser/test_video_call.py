@@ -17,6 +17,7 @@ from tests.browser.test_consultation_flow import ARGS, CHROMIUM
 from tests.conftest import free_port
 from tests.identity.test_authentication import PASSWORD
 from tests.video.helpers import scheduled, set_password
+from tests.video.janus_server import janus
 
 SHOTS = Path(os.environ.get("TELEMED_SCREENSHOTS", "docs/screenshots"))
 MEDIA_ARGS = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -212,6 +213,58 @@ def test_three_participants_of_an_mdt_each_receive_the_other_two(browser, servic
         for page in pages:
             stats = _wait_decoding(page, peers=2, timeout=60)
             assert len({s["peer"] for s in stats}) == 2
+            assert page.evaluate("() => window.telemedCall.state.mode") == "mesh"
+            assert page.is_visible("#mesh-notice")  # no SFU configured: the page says it is a mesh of at most 4
     finally:
+        for page in pages:
+            page.context.close()
+
+
+@pytest.fixture(scope="module")
+def janus_url(tmp_path_factory):
+    with janus(tmp_path_factory.mktemp("janus-browser")) as url:
+        yield url
+
+
+REMOTE_VIDEOS_JS = """() => Array.from(document.querySelectorAll('#video-grid figure.tile:not(.tile-local) video'))
+  .map(v => ({w: v.videoWidth, h: v.videoHeight}))"""
+
+
+def test_an_mdt_goes_through_janus_and_each_of_three_receives_the_other_two(
+    browser, services, server, backend, janus_url
+):
+    if backend != "sqlite":
+        pytest.skip("tested once (SQLite)")
+    from telemed.consultation import workflow as wf
+
+    settings = services.settings
+    saved = settings.janus_url
+    settings.janus_url = janus_url
+    pages = []
+    try:
+        call = scheduled(services, kind=wf.MDT)
+        users = (call.net.requester, call.net.experts[0], call.net.experts[1])
+        for user in users:
+            set_password(services, user)
+        pages = [_open_call(browser, server, user, call.cid) for user in users]
+        for page in pages:
+            stats = _wait_decoding(page, peers=2, timeout=60)
+            assert len({s["peer"] for s in stats}) == 2
+            state = page.evaluate("() => { const s = window.telemedCall.state;"
+                                  " return {mode: s.mode, feeds: s.feeds.size, pub: s.sfuPub.connectionState}; }")
+            assert state == {"mode": "sfu", "feeds": 2, "pub": "connected"}  # one upload, two feeds from Janus
+            page.wait_for_function(f"() => ({REMOTE_VIDEOS_JS})().filter(v => v.w > 0).length === 2", timeout=20000)
+            assert not page.is_visible("#mesh-notice")
+        # The page never learnt where Janus is, nor the room's number or pin.
+        html = pages[0].content()
+        assert janus_url.split("//")[1].split("/")[0] not in html
+        if SHOTS.exists():
+            pages[0].screenshot(path=str(SHOTS / "video-mdt-janus.png"), full_page=True)
+        # One leaves: the other two drop its feed.
+        pages[2].click("#btn-leave")
+        for page in pages[:2]:
+            page.wait_for_function("() => window.telemedCall.peers().length === 1", timeout=15000)
+    finally:
+        settings.janus_url = saved
         for page in pages:
             page.context.close()

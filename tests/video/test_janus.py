@@ -4,79 +4,41 @@ other two through the SFU. Janus is started by the test with its own config fold
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-import subprocess
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-import httpx
 import pytest
 
 from telemed.video.janus import Janus, JanusBackend, room_number
 from telemed.video.room import RoomSpec
-from tests.conftest import free_port
+from tests.video.janus_server import janus
 
 aiortc = pytest.importorskip("aiortc")
-KEEP_PLUGINS = ("libjanus_videoroom.so",)
-KEEP_TRANSPORTS = ("libjanus_http.so",)
 
 
 @pytest.fixture(scope="module")
 def janus_url(tmp_path_factory):
-    binary = shutil.which("janus")
-    if binary is None or not Path("/etc/janus/janus.jcfg").exists():
-        pytest.skip("Janus is not installed (make system-deps)")
-    folder = tmp_path_factory.mktemp("janus")
-    port = free_port()
-    plugins = [p.name for p in Path("/usr/lib/x86_64-linux-gnu/janus/plugins").glob("*.so")]
-    transports = [p.name for p in Path("/usr/lib/x86_64-linux-gnu/janus/transports").glob("*.so")]
-    events = [p.name for p in Path("/usr/lib/x86_64-linux-gnu/janus/events").glob("*.so")]
-    loggers = [p.name for p in Path("/usr/lib/x86_64-linux-gnu/janus/loggers").glob("*.so")]
-    main = Path("/etc/janus/janus.jcfg").read_text()
-    disable = (f'plugins: {{\n\tdisable = "{",".join(p for p in plugins if p not in KEEP_PLUGINS)}"\n}}\n'
-               f'transports: {{\n\tdisable = "{",".join(t for t in transports if t not in KEEP_TRANSPORTS)}"\n}}\n'
-               f'events: {{\n\tdisable = "{",".join(events)}"\n}}\n'
-               f'loggers: {{\n\tdisable = "{",".join(loggers)}"\n}}\n')  # fmt: skip
-    main = re.sub(r"^plugins: \{.*?^\}", "", main, flags=re.S | re.M)
-    main = re.sub(r"^transports: \{.*?^\}", "", main, flags=re.S | re.M)
-    main = re.sub(r"^events: \{.*?^\}", "", main, flags=re.S | re.M)
-    main = re.sub(r"^loggers: \{.*?^\}", "", main, flags=re.S | re.M)
-    (folder / "janus.jcfg").write_text(main + disable)
-    (folder / "janus.transport.http.jcfg").write_text(
-        f'general: {{\n\tbase_path = "/janus"\n\thttp = true\n\tport = {port}\n\tip = "127.0.0.1"\n'
-        '\thttps = false\n}\nadmin: {\n\tadmin_http = false\n}\n'
-    )  # fmt: skip
-    (folder / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
-    log = folder / "janus.log"
-    proc = subprocess.Popen([binary, "-F", str(folder), "-L", str(log), "-N", "-r", f"{port + 1000}-{port + 1200}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}/janus"
-    deadline = time.time() + 15
-    while True:
-        try:
-            if httpx.get(url + "/info", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"Janus did not start: {log.read_text()[-3000:] if log.exists() else ''}")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with janus(tmp_path_factory.mktemp("janus")) as url:
+        yield url
 
 
 SPEC = RoomSpec("c-janus-test", "room-mdt", frozenset({"a", "b", "c"}), datetime.now(UTC), live=True, group=True)
+PIN = JanusBackend("", key="k" * 32).pin(SPEC)
 
 
 def test_the_backend_creates_the_consultations_room_once(janus_url):
-    backend = JanusBackend(janus_url)
+    backend = JanusBackend(janus_url, key="k" * 32)
     config = backend.client_config(SPEC)
-    assert config == {"mode": "sfu", "janus": janus_url, "room": room_number("c-janus-test")}
-    assert backend.ensure_room(SPEC) == config["room"]  # exists already: not created twice
+    assert config == {"mode": "sfu"}  # the page never learns Janus's address, the room number or its pin
+    assert backend.ensure_room(SPEC) == room_number("c-janus-test")  # exists already: not created twice
+    # Without the room's pin Janus refuses a publisher (a client that reached Janus directly).
+    client = Janus(janus_url).connect()
+    try:
+        handle = client.attach()
+        client.send(handle, {"request": "join", "ptype": "publisher", "room": room_number("c-janus-test")})
+        refused = client.event(handle, 10)
+        assert "error" in refused["plugindata"]["data"]
+    finally:
+        client.close()
     backend.destroy_room(SPEC)
 
 
@@ -86,7 +48,8 @@ async def _participant(url: str, room: int, name: str):
 
     janus = await asyncio.to_thread(lambda: Janus(url).connect())
     pub = await asyncio.to_thread(janus.attach)
-    await asyncio.to_thread(janus.send, pub, {"request": "join", "ptype": "publisher", "room": room, "display": name})
+    await asyncio.to_thread(janus.send, pub, {"request": "join", "ptype": "publisher", "room": room, "display": name,
+                                                "pin": PIN})
     joined = await asyncio.to_thread(
         janus.event, pub, 10, lambda e: e["plugindata"]["data"].get("videoroom") == "joined"
     )
@@ -105,7 +68,7 @@ async def _subscribe(url: str, room: int, me: dict, feed: int) -> asyncio.Future
 
     janus = me["janus"]
     handle = await asyncio.to_thread(janus.attach)
-    body = {"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]}
+    body = {"request": "join", "ptype": "subscriber", "room": room, "pin": PIN, "streams": [{"feed": feed}]}
     await asyncio.to_thread(janus.send, handle, body)
     offer = await asyncio.to_thread(janus.event, handle, 10, lambda e: "jsep" in e)
     pc = RTCPeerConnection()
@@ -130,7 +93,8 @@ async def _subscribe(url: str, room: int, me: dict, feed: int) -> asyncio.Future
 
 
 async def _mdt(url: str) -> dict[str, set[int]]:
-    room = await asyncio.to_thread(JanusBackend(url).ensure_room, SPEC)
+    backend = JanusBackend(url, key="k" * 32)
+    room = await asyncio.to_thread(backend.ensure_room, SPEC)
     people = [await _participant(url, room, n) for n in ("requester", "expert-1", "expert-2")]
     try:
         waits = {p["name"]: [await _subscribe(url, room, p, q["id"]) for q in people if q is not p] for p in people}

@@ -66,6 +66,22 @@ def test_valid_messages_keep_only_their_fields():
     assert protocol.parse('{"type":"candidate","to":"peer-abcdef","candidate":null}')["candidate"] is None
 
 
+def test_sfu_messages_name_a_feed_and_an_sdp_but_never_a_room():
+    assert protocol.parse('{"type":"sfu-publish","sdp":"v=0\\r\\n","room":1234,"pin":"x"}') == {
+        "type": "sfu-publish", "sdp": "v=0\r\n"}  # a room or pin from the page is dropped: the server names them
+    assert protocol.parse('{"type":"sfu-subscribe","feed":42}') == {"type": "sfu-subscribe", "feed": 42}
+    assert protocol.parse('{"type":"sfu-start","feed":42,"sdp":"v=0"}')["feed"] == 42
+    for bad in ('{"type":"sfu-subscribe","feed":"42"}', '{"type":"sfu-subscribe","feed":true}',
+                '{"type":"sfu-subscribe","feed":-1}', '{"type":"sfu-start","feed":42}', '{"type":"sfu-publish"}'):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse(bad)
+
+
+def test_join_tokens_carry_the_media_mode():
+    grant = join.Grant("c1", "doc", "doc", "王医生", "c1", 12, mode="sfu")
+    assert join.verify("s" * 40, join.mint("s" * 40, grant, START), "c1", START).mode == "sfu"
+
+
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
                  st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
                               lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(

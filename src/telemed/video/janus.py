@@ -13,6 +13,7 @@ subscriber, ``configure``, ``start``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 
@@ -35,14 +36,17 @@ def room_number(consultation: str) -> int:
 class Janus:
     """A small client of Janus's HTTP API: one session, handles attached to plugins, events."""
 
-    def __init__(self, url: str, timeout: float = 10.0):
+    def __init__(self, url: str, timeout: float = 10.0, api_secret: str | None = None):
         self.url = url.rstrip("/")
+        self.api_secret = api_secret
         self.http = httpx.Client(timeout=timeout)
         self.session: int | None = None
         self._pending: list[dict] = []
 
     def _post(self, path: str, body: dict) -> dict:
         body = {**body, "transaction": secrets.token_hex(8)}
+        if self.api_secret:
+            body["apisecret"] = self.api_secret
         out = self.http.post(self.url + path, json=body).json()
         if out.get("janus") == "error":
             raise JanusError(out["error"].get("reason", "Janus error"))
@@ -79,7 +83,8 @@ class Janus:
                 return e
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            e = self.http.get(f"{self.url}/{self.session}", params={"maxev": 1}, timeout=timeout + 35).json()
+            params = {"maxev": 1, **({"apisecret": self.api_secret} if self.api_secret else {})}
+            e = self.http.get(f"{self.url}/{self.session}", params=params, timeout=timeout + 35).json()
             if e.get("janus") in ("keepalive", "ack"):
                 continue
             if e.get("sender") == handle and e.get("janus") == "event" and want(e):
@@ -96,21 +101,35 @@ class Janus:
         self.http.close()
 
 
+def room_pin(key: str, consultation: str) -> str:
+    """The Janus room's pin (and admin secret): derived from the platform's key, so every instance
+    knows it and no browser ever does."""
+    return hmac.new(key.encode(), b"janus-room:" + consultation.encode(), hashlib.sha256).hexdigest()[:24]
+
+
 class JanusBackend:
-    """MDT rooms on Janus; the page publishes once and subscribes to each other participant."""
+    """MDT rooms on Janus; the page publishes once and subscribes to each other participant, all
+    through the platform's signalling socket (:mod:`telemed.video.sfu`): the page is told only
+    ``mode: sfu``, never Janus's address, the room number or its pin."""
 
     name = "janus"
 
-    def __init__(self, admin_url: str, public_url: str | None = None, bitrate: int = 512_000, max_publishers: int = 12):
+    def __init__(self, admin_url: str, key: str = "", bitrate: int = 512_000, max_publishers: int = 12,
+                 api_secret: str | None = None):  # fmt: skip
         self.admin_url = admin_url
-        self.public_url = public_url or admin_url
+        self.key = key
         self.bitrate = bitrate
         self.max_publishers = max_publishers
+        self.api_secret = api_secret
+
+    def pin(self, spec_or_consultation) -> str:
+        cid = getattr(spec_or_consultation, "consultation", spec_or_consultation)
+        return room_pin(self.key, cid)
 
     def ensure_room(self, spec: RoomSpec) -> int:
         """Create the consultation's VideoRoom unless it exists; returns its id."""
         number = room_number(spec.consultation)
-        janus = Janus(self.admin_url).connect()
+        janus = Janus(self.admin_url, api_secret=self.api_secret).connect()
         try:
             handle = janus.attach()
             if not janus.request(handle, {"request": "exists", "room": number}).get("exists"):
@@ -118,24 +137,27 @@ class JanusBackend:
                     "request": "create", "room": number, "description": spec.room or spec.consultation,
                     "publishers": self.max_publishers, "bitrate": self.bitrate, "bitrate_cap": True,
                     "fir_freq": 10, "videocodec": "vp8", "audiocodec": "opus", "permanent": False,
+                    "pin": self.pin(spec), "secret": self.pin(spec),
                 })  # fmt: skip
         finally:
             janus.close()
         return number
 
     def destroy_room(self, spec: RoomSpec) -> None:
-        janus = Janus(self.admin_url).connect()
+        janus = Janus(self.admin_url, api_secret=self.api_secret).connect()
         try:
             handle = janus.attach()
             try:
-                janus.request(handle, {"request": "destroy", "room": room_number(spec.consultation)})
+                janus.request(handle, {"request": "destroy", "room": room_number(spec.consultation),
+                                       "secret": self.pin(spec)})
             except JanusError:
                 pass  # already gone
         finally:
             janus.close()
 
     def client_config(self, spec: RoomSpec) -> dict:
-        return {"mode": "sfu", "janus": self.public_url, "room": self.ensure_room(spec)}
+        self.ensure_room(spec)
+        return {"mode": "sfu"}
 
     def peer_limit(self, spec: RoomSpec) -> int:
         return self.max_publishers

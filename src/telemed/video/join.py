@@ -33,13 +33,14 @@ class Grant:
     encounter: str | None
     peer_limit: int
     context: object = field(default=None, compare=False, repr=False)  # the caller's AccessContext (set by the portal)
+    mode: str = "mesh"  # "sfu": the room's media go through the SFU (Janus), driven over the socket
 
 
 def mint(secret: str, grant: Grant, now: datetime, ttl_seconds: int = TTL_SECONDS) -> str:
     claims = {
         "iss": ISSUER, "aud": AUDIENCE, "sub": grant.user, "cid": grant.consultation, "prac": grant.practitioner,
-        "name": grant.name, "enc": grant.encounter, "lim": grant.peer_limit, "iat": int(now.timestamp()),
-        "exp": int(now.timestamp()) + ttl_seconds, "jti": uuid.uuid4().hex,
+        "name": grant.name, "enc": grant.encounter, "lim": grant.peer_limit, "mode": grant.mode,
+        "iat": int(now.timestamp()), "exp": int(now.timestamp()) + ttl_seconds, "jti": uuid.uuid4().hex,
     }  # fmt: skip
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -59,4 +60,5 @@ def verify(secret: str, token: str, consultation: str, now: datetime) -> Grant:
     if claims["cid"] != consultation:
         raise InvalidJoinToken("token for another room")
     return Grant(claims["cid"], claims["sub"], claims["prac"], str(claims.get("name") or claims["sub"]),
-                 claims.get("enc"), int(claims.get("lim") or 8))  # fmt: skip
+                 claims.get("enc"), int(claims.get("lim") or 8),
+                 mode="sfu" if claims.get("mode") == "sfu" else "mesh")  # fmt: skip

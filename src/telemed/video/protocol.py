@@ -8,11 +8,15 @@ Client to server (``type`` and its fields)::
     chat       text (1-2000 characters)                  ping       (answered by pong)
     state      audio?, video?, screen? (booleans shown to the others)
     leave
+    sfu-publish  sdp (the page's offer to the SFU)      sfu-subscribe  feed (an SFU feed id)
+    sfu-start    feed, sdp (the page's answer to that feed's offer)
 
 Server to client: ``joined`` (peer, peers, iceServers), ``peer-joined``, ``peer-left``,
 ``offer``/``answer``/``candidate`` with ``from``, ``chat`` (from, name, text, at), ``state``,
-``pong``, and ``error`` (code, detail) for anything refused. A malformed message is answered with
-an ``error`` and dropped; it never reaches another peer and never ends the server's loop.
+``pong``, and ``error`` (code, detail) for anything refused; in an SFU room also ``sfu-answer``,
+``sfu-offer`` (feed, sdp), ``sfu-publishers`` (feeds: feed, peer) and ``sfu-unpublished`` (feed).
+A malformed message is answered with an ``error`` and dropped; it never reaches another peer
+and never ends the server's loop.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import orjson
 MAX_MESSAGE_BYTES = 64 * 1024  # an SDP with simulcast and many codecs stays well under this
 MAX_CHAT = 2000
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-TYPES = frozenset({"join", "leave", "offer", "answer", "candidate", "chat", "ping", "state"})
+TYPES = frozenset({"join", "leave", "offer", "answer", "candidate", "chat", "ping", "state", "sfu-publish",
+                   "sfu-subscribe", "sfu-start"})  # fmt: skip
+SFU_TYPES = frozenset({"sfu-publish", "sfu-subscribe", "sfu-start"})
 
 
 class ProtocolError(Exception):
@@ -74,6 +80,15 @@ def parse(text: str | bytes) -> dict:
             _need(isinstance(sdp, str) and sdp.startswith("v=0"), f"{kind} needs an SDP")
             out["sdp"] = sdp
             out["restart"] = msg.get("restart") is True
+    elif kind in SFU_TYPES:
+        if kind != "sfu-publish":
+            feed = msg.get("feed")
+            _need(isinstance(feed, int) and not isinstance(feed, bool) and 0 < feed < 2**53, f"{kind} needs a feed")
+            out["feed"] = feed
+        if kind != "sfu-subscribe":
+            sdp = msg.get("sdp")
+            _need(isinstance(sdp, str) and sdp.startswith("v=0"), f"{kind} needs an SDP")
+            out["sdp"] = sdp
     elif kind == "chat":
         text_ = msg.get("text")
         _need(isinstance(text_, str) and 0 < len(text_.strip()) <= MAX_CHAT, "chat needs 1-2000 characters")

@@ -52,6 +52,7 @@ class Peer:
     joined_at: float = field(default_factory=time.monotonic)
     state: dict = field(default_factory=dict)
     known: set = field(default_factory=set)  # peers listed in its ``joined``: no later peer-joined for them
+    sfu: object = None  # its SfuParticipant in an SFU room (kept across a reconnection)
 
     def public(self) -> dict:
         return {"peer": self.id, "name": self.grant.name, "practitioner": self.grant.practitioner, **self.state}
@@ -68,6 +69,9 @@ class Events:
     chat: Callable[[join_tokens.Grant, str], dict] | None = None  # save; returns {"at": ..., "id": ...}
     refused: Callable[[str, str, str], None] | None = None  # (consultation, who, code) -> audit
     now: Callable[[], datetime] | None = None
+    # In an SFU room (grant.mode == "sfu"): (grant, peer id, deliver) -> an SfuParticipant
+    # (telemed.video.sfu) that publishes/subscribes for the page; ``deliver`` sends to its socket.
+    sfu: Callable | None = None
 
 
 class Switchboard:
@@ -150,6 +154,8 @@ class Switchboard:
         if peer is None:
             return
         self._presence(room, "leave", peer)
+        if peer.sfu is not None:
+            asyncio.ensure_future(_safe(peer.sfu.close()))
         await self._broadcast(room, {"type": "peer-left", "peer": peer_id})
         self._background(self.events.left, peer.grant, peer_id)
 
@@ -204,7 +210,7 @@ class Switchboard:
                         break
                     await self._relay(room, me, msg)
                 except ProtocolError as exc:
-                    violations += exc.code not in ("unknown-peer", "not-joined", "refused", "chat-failed")
+                    violations += exc.code not in ("unknown-peer", "not-joined", "refused", "chat-failed", "sfu")
                     self.stats["malformed"] += exc.code in ("malformed", "unknown-type", "too-large")
                     log.warning("video: %s from %s in room %s: %s", exc.code, who, room, exc.detail)
                     await send(dumps({"type": "error", "code": exc.code, "detail": exc.detail}))
@@ -242,6 +248,7 @@ class Switchboard:
         resumed = self._cancel_leave(room, peer.id) or existing is not None or elsewhere is not None
         if existing is not None:
             peer.state = existing.state
+            peer.sfu = existing.sfu
             await _safe(existing.close(4000))  # the old socket of a page that reconnected
         members[peer.id] = peer
         self._presence(room, "join", peer)
@@ -258,8 +265,37 @@ class Switchboard:
         log.info("video: %s %s room %s as %s", grant.user, "rejoined" if resumed else "joined", room, peer.id)
         return peer
 
+    def _deliverer(self, room: str, peer_id: str):
+        """Send to the peer's current socket (a page that reconnects gets a new one)."""
+
+        async def deliver(msg: dict) -> None:
+            peer = self.rooms.get(room, {}).get(peer_id)
+            if peer is not None:
+                await _safe(peer.send(dumps(msg)))
+
+        return deliver
+
+    async def _sfu(self, room: str, me: Peer, msg: dict) -> None:
+        if me.grant.mode != "sfu" or self.events.sfu is None:
+            raise ProtocolError("no-sfu", "this room has no media server")
+        try:
+            if me.sfu is None:
+                me.sfu = self.events.sfu(me.grant, me.id, self._deliverer(room, me.id))
+            if msg["type"] == "sfu-publish":
+                await me.sfu.publish(msg["sdp"])
+            elif msg["type"] == "sfu-subscribe":
+                await me.sfu.subscribe(msg["feed"])
+            else:
+                await me.sfu.start(msg["feed"], msg["sdp"])
+        except Exception as exc:  # noqa: BLE001 - the media server's trouble must not end the socket
+            log.warning("video: SFU request %s of %s in room %s failed: %s", msg["type"], me.grant.user, room, exc)
+            raise ProtocolError("sfu", "the media server refused or is unreachable") from None
+
     async def _relay(self, room: str, me: Peer, msg: dict) -> None:
         kind = msg["type"]
+        if kind in protocol.SFU_TYPES:
+            await self._sfu(room, me, msg)
+            return
         if kind == "chat":
             try:
                 saved = await self._run(self.events.chat, me.grant, msg["text"])

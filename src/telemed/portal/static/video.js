@@ -4,6 +4,9 @@
  * collision). The page keeps its peer id across sockets: when the socket drops it fetches a
  * fresh join token, rejoins and restarts ICE on every call, without reloading. No text lives
  * here: messages come from data-msg-* attributes of #video-call (the server's translations).
+ * In an SFU room (an MDT on Janus) the page publishes once and receives one connection per other
+ * participant's feed; it never talks to Janus itself: sfu-publish / sfu-subscribe / sfu-start go
+ * over the same socket and the server makes the requests in this consultation's Janus room.
  * window.telemedCall exposes the state for the browser tests.
  */
 (function () {
@@ -26,6 +29,7 @@
     me: randomId(), ws: null, pcs: new Map(), names: new Map(), iceServers: [], localStream: null, screenTrack: null,
     policy: "all", muted: false, cameraOff: false, audioOnly: false, autoAudioOnly: false, leaving: false,
     socketOpens: 0, restarts: 0, backoff: 1000, poorSamples: 0, mediaError: null, lastRefusal: null,
+    mode: "mesh", sfuPub: null, feeds: new Map(),
   };
   window.telemedCall = {
     state: state,
@@ -87,14 +91,20 @@
     return state.localStream ? state.localStream.getTracks().find(function (t) { return t.kind === kind; }) : null;
   }
 
+  // The connections that carry our media: one per peer in a mesh, the publisher in an SFU room.
+  function sendingPcs() {
+    if (state.mode === "sfu") return state.sfuPub ? [state.sfuPub] : [];
+    return Array.from(state.pcs.values()).map(function (p) { return p.pc; });
+  }
+
   async function replaceLocal(kind, newTrack) {
     var old = track(kind);
     if (old) { state.localStream.removeTrack(old); old.stop(); }
     if (newTrack) state.localStream.addTrack(newTrack);
-    state.pcs.forEach(function (p) {
-      var sender = p.pc.getSenders().find(function (s) { return s.track ? s.track.kind === kind : s._kind === kind; });
+    sendingPcs().forEach(function (pc) {
+      var sender = pc.getSenders().find(function (s) { return s.track ? s.track.kind === kind : s._kind === kind; });
       if (sender) sender.replaceTrack(kind === "video" && state.screenTrack ? state.screenTrack : newTrack);
-      else if (newTrack) { var s = p.pc.addTrack(newTrack, state.localStream); s._kind = kind; }
+      else if (newTrack) { var s = pc.addTrack(newTrack, state.localStream); s._kind = kind; }
     });
     $("local-video").srcObject = state.localStream;
   }
@@ -166,6 +176,64 @@
     return p;
   }
 
+  // -- SFU (Janus through the server) ---------------------------------------------------------------
+  function gathered(pc) { // complete descriptions: the server does not trickle to Janus
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise(function (resolve) {
+      var done = function () { if (pc.iceGatheringState === "complete") resolve(); };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 2000);
+    });
+  }
+
+  function resetSfu() {
+    if (state.sfuPub) state.sfuPub.close();
+    state.sfuPub = null;
+    state.feeds.clear();
+    Array.from(state.pcs.keys()).forEach(dropPeer);
+  }
+
+  async function publish() {
+    var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.policy });
+    state.sfuPub = pc;
+    ["audio", "video"].forEach(function (kind) { // a sender for each kind, so video can come back later
+      var t = track(kind);
+      if (kind === "video" && state.screenTrack) t = state.screenTrack;
+      var tr = t ? pc.addTransceiver(t, { direction: "sendonly", streams: [state.localStream] })
+        : pc.addTransceiver(kind, { direction: "sendonly" });
+      tr.sender._kind = kind;
+    });
+    pc.onconnectionstatechange = refreshStatus;
+    await pc.setLocalDescription();
+    await gathered(pc);
+    send({ type: "sfu-publish", sdp: pc.localDescription.sdp });
+  }
+
+  async function onFeedOffer(feed, sdp) {
+    var peer = state.feeds.get(feed) || ("feed-" + feed);
+    var old = state.pcs.get(peer);
+    if (old) old.pc.close();
+    var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.policy });
+    var p = { pc: pc, name: state.names.get(peer) || "", feed: feed, polite: true, makingOffer: false, ignoreOffer: false, stream: new MediaStream() };
+    state.pcs.set(peer, p);
+    tileFor(peer, p.name).querySelector("video").srcObject = p.stream;
+    pc.ontrack = function (ev) {
+      p.stream.addTrack(ev.track);
+      ev.track.onended = function () { p.stream.removeTrack(ev.track); };
+    };
+    pc.onconnectionstatechange = refreshStatus;
+    await pc.setRemoteDescription({ type: "offer", sdp: sdp });
+    await pc.setLocalDescription();
+    await gathered(pc);
+    send({ type: "sfu-start", feed: feed, sdp: pc.localDescription.sdp });
+  }
+
+  function onFeedGone(feed) {
+    var peer = state.feeds.get(feed);
+    state.feeds.delete(feed);
+    if (peer && state.pcs.has(peer) && state.pcs.get(peer).feed === feed) dropPeer(peer);
+  }
+
   function restart(peer) {
     var p = state.pcs.get(peer);
     if (!p) return;
@@ -226,6 +294,9 @@
       return retry();
     }
     state.policy = grant.iceTransportPolicy || "all";
+    state.mode = grant.mode === "sfu" ? "sfu" : "mesh";
+    root.dataset.mode = state.mode;
+    if (grant.fallback) showNotice(msg("sfu-down"));
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var ws = new WebSocket(scheme + location.host + root.dataset.wsUrl);
     state.ws = ws;
@@ -252,6 +323,13 @@
       case "joined":
         state.backoff = 1000;
         state.iceServers = m.iceServers || [];
+        if (state.mode === "sfu") {
+          m.peers.forEach(function (x) { state.names.set(x.peer, x.name); });
+          if (!m.resumed || !state.sfuPub) { resetSfu(); publish().catch(function (e) { console.warn(e); }); }
+          announce();
+          refreshStatus();
+          break;
+        }
         var present = new Set(m.peers.map(function (x) { return x.peer; }));
         Array.from(state.pcs.keys()).forEach(function (id) { if (!present.has(id)) dropPeer(id); });
         m.peers.forEach(function (x) {
@@ -266,6 +344,11 @@
       // the newcomer), call anyway after 3 s; perfect negotiation settles a collision.
       case "peer-joined":
         state.names.set(m.peer, m.name);
+        if (state.mode === "sfu") {
+          var fig = document.getElementById("tile-" + m.peer);
+          if (fig) fig.querySelector("figcaption").textContent = m.name;
+          break;
+        }
         setTimeout(function () { if (!state.pcs.has(m.peer) && state.names.has(m.peer)) peerConnection(m.peer, m.name); }, 3000);
         refreshStatus();
         break;
@@ -274,11 +357,24 @@
         serially(m.from, function () { return onDescription(m.from, m.type, m.sdp); });
         break;
       case "candidate": serially(m.from, function () { return onCandidate(m.from, m.candidate); }); break;
+      case "sfu-answer":
+        if (state.sfuPub) state.sfuPub.setRemoteDescription({ type: "answer", sdp: m.sdp }).catch(function (e) { console.warn(e); });
+        break;
+      case "sfu-publishers":
+        m.feeds.forEach(function (f) {
+          if (state.feeds.has(f.feed)) return;
+          state.feeds.set(f.feed, f.peer);
+          send({ type: "sfu-subscribe", feed: f.feed });
+        });
+        break;
+      case "sfu-offer": serially("feed-" + m.feed, function () { return onFeedOffer(m.feed, m.sdp); }); break;
+      case "sfu-unpublished": onFeedGone(m.feed); break;
       case "chat": addChat(m); break;
       case "state": peerState(m); break;
       case "error":
         if (m.code === "refused") { state.lastRefusal = m.detail; setStatus(msg("refused")); }
         if (m.code === "chat-failed") showNotice(msg("chat-failed"));
+        if (m.code === "sfu" || m.code === "no-sfu") showNotice(msg("sfu-error"));
         break;
     }
   }
@@ -337,6 +433,7 @@
     state.leaving = true;
     send({ type: "leave" });
     state.pcs.forEach(function (p, id) { dropPeer(id); });
+    if (state.sfuPub) state.sfuPub.close();
     if (state.ws) state.ws.close();
     if (state.localStream) state.localStream.getTracks().forEach(function (t) { t.stop(); });
     location.href = root.dataset.caseUrl;
@@ -353,8 +450,8 @@
     if (on) {
       var t = track("video");
       if (t) { state.localStream.removeTrack(t); t.stop(); }
-      state.pcs.forEach(function (p) {
-        p.pc.getSenders().forEach(function (s) { if (s._kind === "video" && !state.screenTrack) s.replaceTrack(null); });
+      sendingPcs().forEach(function (pc) {
+        pc.getSenders().forEach(function (s) { if (s._kind === "video" && !state.screenTrack) s.replaceTrack(null); });
       });
     } else {
       await switchDevice("video");
@@ -369,10 +466,10 @@
       var s = await navigator.mediaDevices.getDisplayMedia({ video: true });
       state.screenTrack = s.getVideoTracks()[0];
       state.screenTrack.onended = stopScreen;
-      state.pcs.forEach(function (p) {
-        var sender = p.pc.getSenders().find(function (x) { return x._kind === "video"; });
+      sendingPcs().forEach(function (pc) {
+        var sender = pc.getSenders().find(function (x) { return x._kind === "video"; });
         if (sender) sender.replaceTrack(state.screenTrack);
-        else { var n = p.pc.addTrack(state.screenTrack, state.localStream); n._kind = "video"; }
+        else { var n = pc.addTrack(state.screenTrack, state.localStream); n._kind = "video"; }
       });
       $("local-video").srcObject = s;
       $("btn-screen").textContent = msg("stop-share");
@@ -385,8 +482,8 @@
     state.screenTrack.stop();
     state.screenTrack = null;
     var cam = track("video");
-    state.pcs.forEach(function (p) {
-      var sender = p.pc.getSenders().find(function (x) { return x._kind === "video"; });
+    sendingPcs().forEach(function (pc) {
+      var sender = pc.getSenders().find(function (x) { return x._kind === "video"; });
       if (sender) sender.replaceTrack(cam || null);
     });
     $("local-video").srcObject = state.localStream;

@@ -34,7 +34,9 @@ from telemed.portal.i18n import gettext_for
 from telemed.portal.session import SESSION_COOKIE, CurrentUser, PortalUser, decode_session
 from telemed.video import Events, Grant, InvalidJoinToken, Refused, RoomSpec, Switchboard, admit, attendance, join, turn
 from telemed.video import room as rooms
-from telemed.video.backend import MeshBackend
+from telemed.video.backend import MESH_LIMIT, MeshBackend, VideoBackend
+from telemed.video.janus import JanusBackend, room_number, room_pin
+from telemed.video.sfu import SfuParticipant
 
 log = logging.getLogger("telemed.video")
 router = APIRouter()
@@ -50,7 +52,16 @@ def room_spec(loaded: service.Loaded) -> RoomSpec:
     people = frozenset(p for p in (c.requester, *(e.practitioner for e in c.active_experts)) if p)
     encounter = loaded.encounter.resource["id"] if loaded.encounter else None
     return RoomSpec(consultation=c.id, room=c.room, participants=people, scheduled_start=c.scheduled_start,
-                    live=c.state in LIVE_STATES, encounter=encounter, group=len(people) >= 3)  # fmt: skip
+                    live=c.state in LIVE_STATES, encounter=encounter,
+                    group=len(people) >= 3 or c.kind == wf.MDT)  # fmt: skip
+
+
+def backend_for(svc, spec: RoomSpec) -> VideoBackend:
+    """Janus for MDT rooms when one is configured (``TELEMED_JANUS_URL``); otherwise the mesh."""
+    s = svc.settings
+    if spec.group and s.janus_url:
+        return JanusBackend(s.janus_url, svc.secret_key, s.janus_bitrate, api_secret=s.janus_api_secret)
+    return BACKEND
 
 
 def refusal_message(request: Request, exc: Refused) -> str:
@@ -90,7 +101,8 @@ def call_page(request: Request, user: CurrentUser, cid: str) -> HTMLResponse:
         _audit(request, user.context, cid, f"page refused ({exc.code})", False)
     status = 200 if refused is None else 403
     return web.render(request, "video/call.html", status, c=loaded.consultation, sr=loaded.request.resource,
-                      refused=refused, spec=spec, **labels(request, directory))  # fmt: skip
+                      refused=refused, spec=spec, sfu=bool(svc.settings.janus_url), mesh_limit=MESH_LIMIT,
+                      **labels(request, directory))  # fmt: skip
 
 
 @router.post("/portal/consultations/{cid}/video/join")
@@ -104,13 +116,18 @@ def join_token(request: Request, user: CurrentUser, cid: str) -> JSONResponse:
     except Refused as exc:
         _audit(request, user.context, cid, f"join refused ({exc.code})", False)
         return JSONResponse({"detail": refusal_message(request, exc), "code": exc.code}, 403)
+    backend = backend_for(svc, spec)
+    try:
+        config = backend.client_config(spec)
+    except Exception as exc:  # noqa: BLE001 - Janus down: the call still works as a mesh of up to 4
+        log.warning("video: media server unavailable for room %s, falling back to the mesh: %s", cid, exc)
+        backend, config = BACKEND, {"mode": "mesh", "fallback": True}
     grant = Grant(cid, user.username, user.practitioner or "", directory.name(user.practitioner) or user.display_name,
-                  spec.encounter, BACKEND.peer_limit(spec))  # fmt: skip
+                  spec.encounter, backend.peer_limit(spec), mode=config["mode"])  # fmt: skip
     token = join.mint(svc.secret_key, grant, now)
     relay = svc.settings.turn_relay_only and bool(svc.settings.turn_secret)
     policy = "relay" if relay else "all"
-    return JSONResponse({"token": token, "expiresIn": join.TTL_SECONDS, "iceTransportPolicy": policy,
-                         **BACKEND.client_config(spec)})  # fmt: skip
+    return JSONResponse({"token": token, "expiresIn": join.TTL_SECONDS, "iceTransportPolicy": policy, **config})
 
 
 # -- signalling -------------------------------------------------------------------------------------
@@ -135,9 +152,18 @@ def switchboard(app) -> Switchboard:
             chat=lambda grant, text: _chat(svc, grant, text),
             refused=lambda cid, who, code: _refused(svc, cid, who, code),
             now=svc.clock.now,
+            sfu=lambda grant, peer, deliver: _sfu_participant(svc, grant, peer, deliver),
         ), bus=svc.hub if svc.hub.broker_url else None)  # fmt: skip
         app.state.video_switchboard = board
     return board
+
+
+def _sfu_participant(svc, grant: Grant, peer: str, deliver) -> SfuParticipant:
+    s = svc.settings
+    if not s.janus_url:
+        raise RuntimeError("no media server configured")
+    return SfuParticipant(s.janus_url, room_number(grant.consultation), room_pin(svc.secret_key, grant.consultation),
+                          peer, deliver, api_secret=s.janus_api_secret, bitrate=s.janus_bitrate)  # fmt: skip
 
 
 def _attendance(svc, grant: Grant, what: str) -> None:
@@ -176,7 +202,7 @@ def _session_context(ws: WebSocket) -> AccessContext | None:
     if not token:
         return None
     try:
-        claims = decode_session(svc.secret_key, token)
+        claims = decode_session(svc.token_keys, token)
         if not svc.revocations.is_valid(claims):
             return None
     except (tokens.TokenError, TelemedError):
