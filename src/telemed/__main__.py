@@ -40,10 +40,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _start_dicom(settings: Settings, port: int, ae_title: str | None = None, host: str | None = None):
-    from telemed.app import Services
-    from telemed.imaging import DicomService
+    from telemed.app import Services, dicom_service
 
-    service = DicomService(
+    service = dicom_service(
         Services.from_settings(settings),
         ae_title=ae_title or settings.dicom_ae_title,
         host=host or "0.0.0.0",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from telemed.db.engine import make_engine, on_commit, unit_of_work
 from telemed.db.jobs import JobRunner
 from telemed.db.migrate import is_current
 from telemed.ecg import api as ecg_api
+from telemed.ecg import service as ecg_service
 from telemed.ecg.watch import EscalationWatcher
 from telemed.fhir.http import METHODS, FhirEndpoint
 from telemed.fhir.search.custom import CustomParameters, SearchParameterHooks
@@ -39,6 +41,7 @@ from telemed.fhir.subscriptions.websocket import Hub
 from telemed.identity import TokenError, context_from_token, oauth, tokens
 from telemed.identity import api as auth_api
 from telemed.identity.revocation import Revocations
+from telemed.imaging import DicomService, Received
 from telemed.imaging import api as dicomweb
 from telemed.kernel.blobs import BlobStore, open_blob_store
 from telemed.kernel.clock import Clock, SystemClock
@@ -201,6 +204,31 @@ def register_jobs(services: Services) -> None:
     services.jobs.register("bulk-export", lambda ctx: export.run_export(ctx, services.blobs, services.repository))
     if services.outbox is not None:
         notify.register(services.jobs, services.outbox, email=services.email, sms=services.sms)
+
+
+def dicom_service(services: Services, **kwargs) -> DicomService:
+    """The platform's DICOM AE, with ECG waveforms that a known AE C-STOREs routed into the ECG reading
+    pool of its institution, as an upload is (imaging and ecg are siblings: the app joins them)."""
+    service = DicomService(services, **kwargs)
+    service.after_store.append(lambda received: _ecg_from_dicom(services, received))
+    if services.settings.broker_url:  # the push reaches the web instances through the broker
+        services.hub.start(None)
+    return service
+
+
+def _ecg_from_dicom(services: Services, received: Received) -> None:
+    result, remote = received.result, received.remote
+    if not result.patient:
+        return
+    with unit_of_work(services.engine) as conn:
+        pools = ecg_service.Pools.load(services.repository(conn, AccessContext.system()))
+        done = ecg_service.ingest_dicom(
+            services.repository(conn, remote.context), services.blobs, pools, services.clock.now(),
+            raw=received.raw, sop_class=result.sop_class_uid, sop_instance_uid=result.sop_instance_uid,
+            patient=result.patient, ctx=remote.context, priority="urgent" if received.priority == 1 else "routine",
+        )  # fmt: skip
+    if done is not None:  # after the commit: a reader who opens it finds it
+        services.hub.publish(ecg_service.TOPIC, json.dumps(done.push.as_dict()))
 
 
 def _authenticate(services: Services):

@@ -8,6 +8,7 @@ with a system repository (:class:`Pools`), while the ECG itself is written and r
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 from telemed.ecg import model
 from telemed.ecg import workflow as wf
 from telemed.ecg.analysis import Analysis, analyze
+from telemed.ecg.dicom import ECG_SOP_CLASSES
 from telemed.ecg.formats import read_files
 from telemed.ecg.recording import Recording
 from telemed.fhir.search.query import parse
@@ -169,6 +171,26 @@ def ingest(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, ecg:
     put(model.task(ecg, patient, sender, pool.id, reading, now))
     push = Push(ecg, "new", priority, pools.readers_on_duty(pool, now), pool.id, sender)
     return Ingested(ecg, recording, analysis, push)
+
+
+def dicom_ecg_id(sop_instance_uid: str) -> str:
+    """The ECG id of a DICOM waveform received by C-STORE: the same instance sent again is the same ECG."""
+    return "ecg-dcm-" + hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:24]
+
+
+def ingest_dicom(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, *, raw: bytes, sop_class: str,
+                 sop_instance_uid: str, patient: str, ctx: AccessContext,
+                 priority: str = wf.ROUTINE) -> Ingested | None:  # fmt: skip
+    """An ECG waveform a device stored by DICOM C-STORE (already kept by the imaging service, which
+    found or registered ``patient``): into the pool of the sender as an upload. None when the SOP class
+    is not an ECG, or this instance already reached the pool (a resend)."""
+    if sop_class not in ECG_SOP_CLASSES:
+        return None
+    ecg = dicom_ecg_id(sop_instance_uid)
+    if repo.exists("Task", ecg):
+        return None
+    return ingest(repo, blobs, pools, now, ecg, files={f"{sop_instance_uid}.dcm": raw}, patient=patient, ctx=ctx,
+                  priority=priority, note="DICOM C-STORE")  # fmt: skip
 
 
 @dataclass

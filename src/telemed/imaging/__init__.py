@@ -6,7 +6,7 @@ audit trail govern images like any other record.
 """
 
 from telemed.imaging.model import AE_TITLE_SYSTEM, NonConformant
-from telemed.imaging.scp import DEFAULT_AE_TITLE, DEFAULT_PORT, DicomService
+from telemed.imaging.scp import DEFAULT_AE_TITLE, DEFAULT_PORT, DicomService, Received
 from telemed.imaging.service import RemoteAE, StoreResult, endpoint_resource, find_ae, refresh_stale, store_instance
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DicomService",
     "NonConformant",
+    "Received",
     "RemoteAE",
     "StoreResult",
     "endpoint_resource",

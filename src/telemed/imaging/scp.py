@@ -11,6 +11,10 @@
   institution.
 - A handler never lets an exception drop the association: it is logged and answered with a
   failure status (PS3.7 Annex C: 0xC000-range for processing failures, 0xA7xx/0xA9xx refusals).
+- After an instance is stored, the ``after_store`` hooks run (a higher layer registers them, e.g.
+  the app routes ECG waveforms into the ECG reading pools: imaging imports no other domain). A hook
+  that raises turns the C-STORE response into a failure (0xC000 with the reason as Error Comment):
+  the instance is kept, and the sender's retry stores it again and re-runs the hook.
 - ``TCP_NODELAY`` on every association: DIMSE messages are small, and Nagle's algorithm with
   delayed ACKs otherwise holds each C-STORE response ~40 ms.
 """
@@ -22,7 +26,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -57,7 +62,7 @@ from telemed.db.engine import unit_of_work
 from telemed.fhir.store import audit
 from telemed.imaging import index
 from telemed.imaging.model import NonConformant
-from telemed.imaging.service import Platform, RemoteAE, find_ae, refresh_stale, store_instance
+from telemed.imaging.service import Platform, RemoteAE, StoreResult, find_ae, refresh_stale, store_instance
 
 log = logging.getLogger("telemed.imaging.scp")
 
@@ -92,6 +97,16 @@ MOVE_UNKNOWN_DESTINATION = 0xA801
 RETRIEVE_FAILED = 0xC000
 SUBOPS_FAILED = 0xB000  # Warning: sub-operations complete, one or more failures
 IDENTIFIER_INVALID = 0xA900
+
+
+@dataclass(frozen=True)
+class Received:
+    """An instance a known AE has just stored by C-STORE, as given to the ``after_store`` hooks."""
+
+    remote: RemoteAE
+    raw: bytes  # the Part 10 file as stored
+    result: StoreResult
+    priority: int  # the C-STORE request's Priority (PS3.7 §9.1.1.1): 0 medium, 1 high, 2 low
 
 
 def _nodelay(event) -> None:
@@ -162,6 +177,7 @@ class DicomService:
         self._aes: dict[str, tuple[float, RemoteAE | None]] = {}
         self._touched: dict[int, set[str]] = {}
         self._lock = threading.Lock()
+        self.after_store: list[Callable[[Received], None]] = []
         self.ae = self._build_ae()
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -259,7 +275,7 @@ class DicomService:
     def on_echo(self, event) -> int:
         return SUCCESS
 
-    def on_store(self, event) -> int:
+    def on_store(self, event) -> int | Dataset:
         remote = self.caller(event.assoc)
         if remote is None:
             return 0x0124  # Refused: not authorised
@@ -281,6 +297,15 @@ class DicomService:
             return 0xC001
         with self._lock:
             self._touched.setdefault(id(event.assoc), set()).add(result.study_uid)
+        for hook in self.after_store:
+            try:
+                hook(Received(remote, raw, result, int(getattr(req, "Priority", 0) or 0)))
+            except Exception as exc:  # noqa: BLE001 - a failure status with the reason, never a dropped association
+                log.warning("C-STORE from %s: %s after storing failed: %s", remote.ae_title, hook, exc)
+                status = Dataset()
+                status.Status = 0xC000
+                status.ErrorComment = str(getattr(exc, "message", exc))[:64]
+                return status
         return SUCCESS
 
     def on_ended(self, event) -> None:

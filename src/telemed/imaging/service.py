@@ -96,6 +96,7 @@ class StoreResult:
     series_uid: str
     created_study: bool
     replaced: bool
+    patient: str | None = None  # the FHIR Patient of the study
 
 
 def endpoint_resource(ae_title: str, host: str, port: int, organization: str, name: str | None = None) -> dict:
@@ -348,6 +349,8 @@ def _index(
         patient_fhir,
         f"DICOM store {parsed.sop_class_uid} {parsed.sop_instance_uid}",
     )
+    if patient_fhir is None and study is not None:
+        patient_fhir = conn.execute(select(t_patient.c.fhir_id).where(t_patient.c.id == study.patient_pk)).scalar()
     return StoreResult(
         parsed.sop_class_uid,
         parsed.sop_instance_uid,
@@ -355,6 +358,7 @@ def _index(
         parsed.series_uid,
         created_study,
         existing is not None,
+        patient_fhir,
     )
 
 
