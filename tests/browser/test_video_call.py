@@ -137,6 +137,63 @@ def test_two_participants_see_and_hear_each_other_and_survive_a_dropped_socket(b
         page.context.close()
 
 
+def _frames_from(page, peer: str) -> int:
+    return next(s["frames"] for s in _stats(page) if s["peer"] == peer)
+
+
+def _rising(page, peer: str, seconds: float = 2.0) -> int:
+    before = _frames_from(page, peer)
+    time.sleep(seconds)
+    return _frames_from(page, peer) - before
+
+
+def test_audio_only_and_screen_sharing_reach_the_other_side(browser, services, server, backend):
+    if backend != "sqlite":
+        pytest.skip("tested once (SQLite)")
+    call = scheduled(services)
+    doctor_user, expert_user = _users(services, call)
+    doctor = _open_call(browser, server, doctor_user, call.cid)
+    expert = _open_call(browser, server, expert_user, call.cid)
+    try:
+        for page in (doctor, expert):
+            _wait_decoding(page)
+        me = doctor.evaluate("() => window.telemedCall.state.me")
+        tile = f"#tile-{me}"
+
+        # Audio only: the doctor stops sending video; the expert is told, and no more frames arrive.
+        doctor.click("#btn-audio-only")
+        expert.wait_for_selector(f"{tile}[data-video='off']", timeout=10000)
+        assert doctor.evaluate("() => window.telemedCall.state.localStream.getVideoTracks().length") == 0
+        assert doctor.evaluate("""() => Array.from(window.telemedCall.state.pcs.values()).every(p =>
+            p.pc.getSenders().every(s => !s.track || s.track.kind !== 'video'))""")
+        time.sleep(1)  # frames in flight
+        assert _rising(expert, me) <= 2, "video still arriving in audio-only"
+        assert next(s["audio"] for s in _stats(expert) if s["peer"] == me) > 0  # the sound goes on
+        # Video on again: frames come back.
+        doctor.click("#btn-audio-only")
+        expert.wait_for_selector(f"{tile}[data-video='on']", timeout=10000)
+        deadline = time.time() + 15
+        while _rising(expert, me, 1.0) < 5:
+            assert time.time() < deadline, "video did not come back"
+
+        # Screen sharing (Chromium's fake capture is a 1280x720 screen; the camera is 4:3).
+        ratio = f"() => {{ const v = document.querySelector('{tile} video'); return v.videoWidth / v.videoHeight; }}"
+        assert abs(expert.evaluate(ratio) - 4 / 3) < 0.05
+        doctor.click("#btn-screen")
+        expert.wait_for_selector(f"{tile}[data-screen='on']", timeout=10000)
+        expert.wait_for_function(f"() => Math.abs(({ratio})() - 16 / 9) < 0.05", timeout=15000)
+        assert doctor.inner_text("#btn-screen") == "停止共享"
+        assert _rising(expert, me) > 5  # the screen's frames are decoded
+        if SHOTS.exists():
+            expert.screenshot(path=str(SHOTS / "video-screen-share.png"), full_page=True)
+        doctor.click("#btn-screen")  # stop: the camera again
+        expert.wait_for_selector(f"{tile}[data-screen='off']", timeout=10000)
+        expert.wait_for_function(f"() => Math.abs(({ratio})() - 4 / 3) < 0.05", timeout=15000)
+    finally:
+        for page in (doctor, expert):
+            page.context.close()
+
+
 def test_camera_access_denied_shows_a_clear_message(browser, services, server, backend):
     if backend != "sqlite":
         pytest.skip("tested once (SQLite)")

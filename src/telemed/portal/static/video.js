@@ -134,7 +134,9 @@
       var v = document.createElement("video");
       v.autoplay = true; v.playsInline = true;
       var cap = document.createElement("figcaption");
-      fig.appendChild(v); fig.appendChild(cap);
+      var note = document.createElement("span");
+      note.className = "tile-note";
+      fig.appendChild(v); fig.appendChild(cap); fig.appendChild(note);
       $("video-grid").appendChild(fig);
     }
     if (name) fig.querySelector("figcaption").textContent = name;
@@ -384,10 +386,13 @@
     if (!fig) return;
     fig.dataset.audio = m.audio === false ? "off" : "on";
     fig.dataset.video = m.video === false ? "off" : "on";
+    fig.dataset.screen = m.screen ? "on" : "off";
     var notes = [];
     if (m.audio === false) notes.push(msg("muted"));
     if (m.video === false) notes.push(msg("no-video"));
+    if (m.screen) notes.push(msg("sharing"));
     fig.title = notes.join(", ");
+    fig.querySelector(".tile-note").textContent = notes.join(" · ");
   }
 
   // -- chat ------------------------------------------------------------------------------------------
