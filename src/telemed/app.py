@@ -222,13 +222,16 @@ def _ecg_from_dicom(services: Services, received: Received) -> None:
         return
     with unit_of_work(services.engine) as conn:
         pools = ecg_service.Pools.load(services.repository(conn, AccessContext.system()))
-        done = ecg_service.ingest_dicom(
+        done = ecg_service.receive_dicom(
             services.repository(conn, remote.context), services.blobs, pools, services.clock.now(),
             raw=received.raw, sop_class=result.sop_class_uid, sop_instance_uid=result.sop_instance_uid,
             patient=result.patient, ctx=remote.context, priority="urgent" if received.priority == 1 else "routine",
         )  # fmt: skip
-    if done is not None:  # after the commit: a reader who opens it finds it
-        services.hub.publish(ecg_service.TOPIC, json.dumps(done.push.as_dict()))
+    if done is None:
+        return
+    services.hub.publish(ecg_service.TOPIC, json.dumps(done.push.as_dict()))  # after the commit
+    with unit_of_work(services.engine) as conn:
+        ecg_service.add_analysis(services.repository(conn, remote.context), services.clock.now(), done)
 
 
 def _authenticate(services: Services):

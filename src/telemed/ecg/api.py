@@ -45,11 +45,14 @@ def router(services, authenticate) -> APIRouter:
             with unit_of_work(services.engine) as conn:
                 pools = service.Pools.load(services.repository(conn, AccessContext.system()))
                 repo, now = services.repository(conn, context), services.clock.now()
-                return service.ingest(repo, services.blobs, pools, now, services.ids(), files=files, patient=patient,
-                                      ctx=context, priority=priority)  # fmt: skip
+                done = service.receive(repo, services.blobs, pools, now, services.ids(), files=files,
+                                       patient=patient, ctx=context, priority=priority)  # fmt: skip
+            services.hub.publish(service.TOPIC, json.dumps(done.push.as_dict()))  # in the pool now
+            with unit_of_work(services.engine) as conn:
+                service.add_analysis(services.repository(conn, context), services.clock.now(), done)
+            return done
 
         done = await run_in_threadpool(store)
-        services.hub.publish(service.TOPIC, json.dumps(done.push.as_dict()))  # after the commit
         i = done.ecg
         body = {"id": i, "task": f"Task/{i}", "report": f"DiagnosticReport/{i}", "ecg": f"Observation/{i}",
                 "original": f"DocumentReference/{i}", "leads": done.recording.lead_names,

@@ -236,7 +236,8 @@ def service_request(ecg: str, patient: str, sender: str, requester: str | None, 
 
 def diagnostic_report(ecg: str, patient: str, sender: str, measurement_ids: list[str], effective: str,
                       now: datetime) -> dict:  # fmt: skip
-    return {
+    """``measurement_ids`` empty: the report before the automatic measurements are added."""
+    report = {
         "resourceType": "DiagnosticReport", "id": ecg, "status": "preliminary",
         "basedOn": [ref("ServiceRequest", ecg)],
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "EC",
@@ -246,6 +247,9 @@ def diagnostic_report(ecg: str, patient: str, sender: str, measurement_ids: list
         "performer": [ref("Organization", sender)],
         "result": [ref("Observation", m) for m in measurement_ids],
     }  # fmt: skip
+    if not measurement_ids:
+        del report["result"]
+    return report
 
 
 def task(ecg: str, patient: str, sender: str, pool: str | None, reading: wf.Reading, now: datetime,

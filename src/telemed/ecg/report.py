@@ -118,6 +118,9 @@ def sign(repo: Repository, signer: Signer, ctx: AccessContext, now: datetime, ba
     values: dict[str, float | None] = {}
     for key, (_codings, _display, unit) in model.MEASUREMENTS.items():
         mid = model.measurement_id(ecg, key)
+        if not repo.exists("Observation", mid):  # signed before the automatic measurements were added
+            values[key] = measurements.get(key)
+            continue
         obs = dict(repo.read("Observation", mid).resource)
         machine = (obs.get("valueQuantity") or {}).get("value")
         value = measurements.get(key, machine)

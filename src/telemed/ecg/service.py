@@ -126,8 +126,11 @@ class Push:
 class Ingested:
     ecg: str
     recording: Recording
-    analysis: Analysis
+    analysis: Analysis | None  # None until :func:`add_analysis` (the ECG is in the pool before it)
     push: Push
+    patient: str = ""
+    sender: str = ""
+    lead: str | None = None
 
 
 def _content_type(name: str, recording: Recording) -> str:
@@ -138,39 +141,78 @@ def _content_type(name: str, recording: Recording) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def ingest(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, ecg: str, *, files: dict[str, bytes],
-           patient: str, ctx: AccessContext, priority: str = wf.ROUTINE, note: str | None = None,
-           lead: str | None = None) -> Ingested:  # fmt: skip
-    """Store one ECG from ``ctx``'s institution for ``patient`` and put it in its pool."""
+def _put(repo: Repository, resource: dict) -> Stored:
+    return repo.update(resource["resourceType"], resource["id"], resource)
+
+
+def receive(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, ecg: str, *, files: dict[str, bytes],
+            patient: str, ctx: AccessContext, priority: str = wf.ROUTINE, note: str | None = None,
+            lead: str | None = None) -> Ingested:  # fmt: skip
+    """Step one of an ECG from ``ctx``'s institution for ``patient``: read the file(s) (a corrupt or
+    unsupported file raises before anything is written), keep the original, write the leads, the
+    request, the preliminary report and the reading ``Task`` in the pool. The caller commits and
+    pushes ``push`` to the readers at once, then runs :func:`add_analysis` (the automatic measurements
+    take as long as all these writes, and a reader needs a moment to open the ECG anyway)."""
     if priority not in wf.PRIORITIES:
         raise TelemedError(Category.INCORRECT, f"priority must be one of {', '.join(wf.PRIORITIES)}")
     sender = ctx.organization
     if not sender:
         raise TelemedError(Category.FORBIDDEN, "Only a user of an institution can send an ECG")
     recording = read_files(files)  # raises UnreadableRecording (422) before anything is stored
-    analysis = analyze(recording, lead)
+    if lead is not None:
+        recording.lead(lead)  # an unknown lead is refused now, not after the ECG is in the pool
     pool = pools.pool_for(sender)
     repo.read("Patient", patient)  # 404 unless the sender may see the patient
     stored_files = [(name, data, _content_type(name, recording), blobs.put(data)) for name, data in files.items()]
     effective = model.effective(recording, now)
-
-    def put(resource: dict) -> Stored:
-        return repo.update(resource["resourceType"], resource["id"], resource)
-
     # The request first: its performer opens the patient's record to the reading centre.
-    put(model.service_request(ecg, patient, sender, ctx.practitioner, pool.centre, priority, now, note, pool.members))
-    put(model.original_document(ecg, patient, sender, stored_files, recording, now))
+    _put(repo, model.service_request(ecg, patient, sender, ctx.practitioner, pool.centre, priority, now, note,
+                                     pool.members))  # fmt: skip
+    _put(repo, model.original_document(ecg, patient, sender, stored_files, recording, now))
     for i in range(len(recording.leads)):
-        put(model.lead_observation(ecg, patient, sender, recording, i, now))
-    put(model.ecg_observation(ecg, patient, sender, recording, now))
-    measurements = model.measurement_observations(ecg, patient, sender, analysis, effective)
-    for m in measurements:
-        put(m)
-    put(model.diagnostic_report(ecg, patient, sender, [m["id"] for m in measurements], effective, now))
+        _put(repo, model.lead_observation(ecg, patient, sender, recording, i, now))
+    _put(repo, model.ecg_observation(ecg, patient, sender, recording, now))
+    _put(repo, model.diagnostic_report(ecg, patient, sender, [], effective, now))
     reading = wf.Reading(priority=priority)
-    put(model.task(ecg, patient, sender, pool.id, reading, now))
+    _put(repo, model.task(ecg, patient, sender, pool.id, reading, now))
     push = Push(ecg, "new", priority, pools.readers_on_duty(pool, now), pool.id, sender)
-    return Ingested(ecg, recording, analysis, push)
+    return Ingested(ecg, recording, None, push, patient, sender, lead)
+
+
+def add_analysis(repo: Repository, now: datetime, received: Ingested) -> Analysis:
+    """Step two: the automatic measurements of a received ECG (machine-generated, preliminary) and the
+    report's ``result``; measurements a reader has already signed are left alone."""
+    analysis = analyze(received.recording, received.lead)
+    stored = repo.read("DiagnosticReport", received.ecg)
+    report = dict(stored.resource)
+    if report.get("status") != "preliminary":
+        received.analysis = analysis
+        return analysis
+    effective = model.effective(received.recording, now)
+    measurements = model.measurement_observations(received.ecg, received.patient, received.sender, analysis,
+                                                  effective)  # fmt: skip
+    for m in measurements:
+        if not repo.exists("Observation", m["id"]):
+            _put(repo, m)
+    report.pop("meta", None)
+    report["result"] = [model.ref("Observation", m["id"]) for m in measurements]
+    try:  # If-Match: a report signed meanwhile stays as signed
+        repo.update("DiagnosticReport", received.ecg, report, if_match=stored.etag)
+    except TelemedError as exc:
+        if exc.category is not Category.PRECONDITION_FAILED:
+            raise
+    received.analysis = analysis
+    return analysis
+
+
+def ingest(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, ecg: str, *, files: dict[str, bytes],
+           patient: str, ctx: AccessContext, priority: str = wf.ROUTINE, note: str | None = None,
+           lead: str | None = None) -> Ingested:  # fmt: skip
+    """Both steps in the caller's one transaction (scripts, the demo): the ECG with its measurements."""
+    received = receive(repo, blobs, pools, now, ecg, files=files, patient=patient, ctx=ctx, priority=priority,
+                       note=note, lead=lead)  # fmt: skip
+    add_analysis(repo, now, received)
+    return received
 
 
 def dicom_ecg_id(sop_instance_uid: str) -> str:
@@ -178,19 +220,20 @@ def dicom_ecg_id(sop_instance_uid: str) -> str:
     return "ecg-dcm-" + hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:24]
 
 
-def ingest_dicom(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, *, raw: bytes, sop_class: str,
-                 sop_instance_uid: str, patient: str, ctx: AccessContext,
-                 priority: str = wf.ROUTINE) -> Ingested | None:  # fmt: skip
+def receive_dicom(repo: Repository, blobs: BlobStore, pools: Pools, now: datetime, *, raw: bytes, sop_class: str,
+                  sop_instance_uid: str, patient: str, ctx: AccessContext,
+                  priority: str = wf.ROUTINE) -> Ingested | None:  # fmt: skip
     """An ECG waveform a device stored by DICOM C-STORE (already kept by the imaging service, which
-    found or registered ``patient``): into the pool of the sender as an upload. None when the SOP class
-    is not an ECG, or this instance already reached the pool (a resend)."""
+    found or registered ``patient``): into the pool of the sender as an upload (step one, see
+    :func:`receive`). None when the SOP class is not an ECG, or this instance already reached the
+    pool (a resend)."""
     if sop_class not in ECG_SOP_CLASSES:
         return None
     ecg = dicom_ecg_id(sop_instance_uid)
     if repo.exists("Task", ecg):
         return None
-    return ingest(repo, blobs, pools, now, ecg, files={f"{sop_instance_uid}.dcm": raw}, patient=patient, ctx=ctx,
-                  priority=priority, note="DICOM C-STORE")  # fmt: skip
+    return receive(repo, blobs, pools, now, ecg, files={f"{sop_instance_uid}.dcm": raw}, patient=patient, ctx=ctx,
+                   priority=priority, note="DICOM C-STORE")  # fmt: skip
 
 
 @dataclass

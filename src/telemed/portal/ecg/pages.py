@@ -192,15 +192,18 @@ async def upload(request: Request, user: CurrentUser, patient: str = Form(...), 
 
     def store() -> service.Ingested:
         with _repo(request, user, write=True) as repo:
-            return service.ingest(repo, svc.blobs, pools, svc.clock.now(), svc.ids(), files=received,
-                                  patient=patient, ctx=user.context, priority=priority, note=note or None)  # fmt: skip
+            done = service.receive(repo, svc.blobs, pools, svc.clock.now(), svc.ids(), files=received,
+                                   patient=patient, ctx=user.context, priority=priority, note=note or None)  # fmt: skip
+        publish(request, done.push)  # after the commit: the readers see it now, a reader who opens it finds it
+        with _repo(request, user, write=True) as repo:  # then the measurements (as long as all the rest)
+            service.add_analysis(repo, svc.clock.now(), done)
+        return done
 
     try:
         done = await asyncio.get_running_loop().run_in_executor(None, store)
     except UnreadableRecording as exc:
         raise PortalError(Category.UNPROCESSABLE, "The ECG file cannot be read: %(reason)s",
                           reason=gettext_for(request)(exc.message)) from None  # fmt: skip
-    publish(request, done.push)  # after the commit: a reader who opens it finds it
     url = f"/portal/ecg/{done.ecg}"
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"id": done.ecg, "url": url, "readers": len(done.push.readers)}, 201)
@@ -244,6 +247,16 @@ def _offer(queue: asyncio.Queue, text: str) -> None:
         queue.put_nowait(text)
 
 
+def _rhythm(repo, ecg: str) -> dict:
+    """The rhythm flags and beats; empty for the moment between the ECG reaching the pool and its analysis."""
+    try:
+        return repo.read("Observation", model.measurement_id(ecg, "rhythm")).resource
+    except TelemedError as exc:
+        if exc.category is not Category.NOT_FOUND:
+            raise
+        return {}
+
+
 @router.get("/{ecg}", response_class=HTMLResponse)
 def view(request: Request, ecg: str, user: CurrentUser) -> HTMLResponse:
     with _repo(request, user) as repo:
@@ -258,7 +271,7 @@ def view(request: Request, ecg: str, user: CurrentUser) -> HTMLResponse:
                 continue
             label = measure_labels(request).get(key, display)
             measures.append((key, label, (m.get("valueQuantity") or {}).get("value"), unit))
-        rhythm = repo.read("Observation", model.measurement_id(ecg, "rhythm")).resource
+        rhythm = _rhythm(repo, ecg)
         flag_names = flag_labels(request)
         flags = [flag_names.get(c["code"]["coding"][0]["code"], c["code"]["coding"][0]["code"])
                  for c in rhythm.get("component", [])]  # fmt: skip
@@ -300,7 +313,7 @@ def waveform(request: Request, ecg: str, user: CurrentUser) -> JSONResponse:
             origin, factor = float(sd["origin"]["value"]), float(sd.get("factor", 1))
             name = obs["code"].get("text", "").removeprefix("Lead ")
             leads[name] = [round((origin + factor * int(v)) * scale, 4) for v in sd["data"].split()]
-        rhythm = repo.read("Observation", model.measurement_id(ecg, "rhythm")).resource
+        rhythm = _rhythm(repo, ecg)
     beats = json.loads(
         next((e["valueString"] for e in rhythm.get("extension", []) if e["url"] == model.BEATS_URL), "[]")
     )
