@@ -4,6 +4,7 @@
 - ``GET /portal/pathology/slides/{id}[?with=id2&with=id3]``: the viewer, several slides side by
   side; its Deep Zoom descriptor, tiles, thumbnail and status are under the same path (the session
   cookie is sent to ``/portal`` only), from the same store as ``/api/pathology``;
+- ``/portal/pathology/cases`` and ``/portal/pathology/gateways``: see :mod:`telemed.portal.pathology.cases`;
 - ``GET /portal/pathology/vendor/openseadragon.min.js`` (and its button images): OpenSeadragon as
   installed from npm (``make deps``), served from ``node_modules``; nothing from a CDN.
 """
@@ -163,3 +164,11 @@ async def add_slide_annotation(request: Request, user: CurrentUser, slide_id: st
             return annotations.add(repo, user.context, slide_id, info, body, svc.clock.now().isoformat())
 
     return JSONResponse(await run_in_threadpool(run), status_code=201)
+
+
+from telemed.portal.pathology import cases as _cases  # noqa: E402 - its pages use VIEWER_CSP above
+
+register_nav("Pathology cases", "/portal/pathology/cases", roles={"pathologist", "requesting-doctor",
+                                                                  "triage-officer", "platform-admin"}, order=27)
+register_nav("Slide gateways", "/portal/pathology/gateways", roles=set(_cases.ADMINS), order=28)
+router.include_router(_cases.router)
