@@ -50,6 +50,7 @@ from telemed.kernel.errors import Category, TelemedError
 from telemed.kernel.ids import IdGenerator, new_id
 from telemed.observability import Metrics, ObservabilityMiddleware
 from telemed.pathology import api as pathology_api
+from telemed.pathology.escalation import FrozenSectionWatcher
 from telemed.reports import LocalKeySigner, Signer, verification_router
 from telemed.settings import Settings
 
@@ -77,6 +78,7 @@ class Services:
     signer: Signer | None = None
     _sla_watcher: SlaWatcher | None = None
     ecg_watcher: EscalationWatcher | None = None
+    frozen_watcher: FrozenSectionWatcher | None = None
     consultation_sla: SlaPolicy | None = None
     outbox: notify.Outbox | None = None
     email: notify.EmailSender | None = None
@@ -171,10 +173,15 @@ class Services:
             ack_after=timedelta(minutes=s.ecg_critical_ack_minutes),
         )  # fmt: skip
         self.ecg_watcher.start()
+        self.frozen_watcher = FrozenSectionWatcher(self.engine, self.clock, self.repository, self.ids, self.outbox,
+                                                   self.site_url)  # fmt: skip
+        self.frozen_watcher.start()
 
     def stop_background(self) -> None:
         if self.ecg_watcher is not None:
             self.ecg_watcher.stop()
+        if self.frozen_watcher is not None:
+            self.frozen_watcher.stop()
         self.sla_watcher().stop()
         self.sealer.stop()
         self.dispatcher.stop()

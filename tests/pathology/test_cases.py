@@ -179,3 +179,20 @@ def test_bad_requests_are_refused_clearly(services):
     with pytest.raises(TelemedError) as err:
         run(services, net.ctx("p1"), cases.request_case, env, net.ctx("p1"), form(net))
     assert err.value.category is Category.FORBIDDEN
+
+
+def test_the_background_watcher_escalates_late_frozen_sections(services):
+    from telemed.pathology.escalation import FrozenSectionWatcher
+
+    net = cases_net.build(services)
+    env = cases_net.env(services, frozen=30, warn_before=10, repeat=10)
+    made = run(services, net.ctx("requester"), cases.request_case, env, net.ctx("requester"), form(net, wf.FROZEN))
+    watcher = FrozenSectionWatcher(services.engine, services.clock, services.repository, services.ids,
+                                   services.outbox, services.site_url, env.policy)  # fmt: skip
+    start = made.requested_at
+    late = [n for n in watcher.tick(start + timedelta(minutes=45)) if n.case == made.case.id]
+    assert [n.kind for n in late] == ["overdue"] and "15" == late[0].text
+    with unit_of_work(services.engine, write=False) as conn:
+        task = services.repository(conn, net.ctx("requester")).read("Task", made.case.id).resource
+    assert m.case_of(task).escalation == 3
+    assert [n for n in watcher.tick(start + timedelta(minutes=46)) if n.case == made.case.id] == []
