@@ -18,6 +18,7 @@ from telemed.db.schema import resource as t_resource
 from telemed.demo.consultations import load_consultations
 from telemed.demo.ecg import load_ecgs
 from telemed.demo.network import ACCOUNTS, build_network
+from telemed.demo.pathology import load_pathology
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.identity import ensure_account
@@ -78,6 +79,10 @@ def load_demo(services: DemoServices) -> dict[str, int]:
         if blobs is not None:
             repo_for = lambda ctx: services.repository(conn, ctx)  # noqa: E731
             counts["ecg"] = load_ecgs(repo_for, blobs, now, build_network())
+        settings = getattr(services, "settings", None)
+        if settings is not None:
+            counts["pathology"] = load_pathology(lambda ctx: services.repository(conn, ctx), services.clock,
+                                                 services.ids, settings.var_dir, build_network())  # fmt: skip
     return counts
 
 

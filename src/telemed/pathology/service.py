@@ -5,7 +5,10 @@ No HTTP here: ``f(repo, ctx, store, ...)``; the caller owns the transaction.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
+from pathlib import Path
 
 from telemed.fhir.search import query as fhir_query
 from telemed.fhir.store import searching
@@ -14,7 +17,7 @@ from telemed.fhir.store.repository import Repository
 from telemed.kernel.errors import Category, Issue, TelemedError
 from telemed.pathology import model
 from telemed.pathology.centre import SlideRecord, SlideStore
-from telemed.pathology.slide import SlideInfo
+from telemed.pathology.slide import Slide, SlideInfo
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -108,3 +111,25 @@ def visible_slides(repo: Repository, store: SlideStore, limit: int = 200) -> lis
             continue  # an SM study that did not come through a gateway (e.g. DICOM WSI): not viewable here yet
         out.append((repo.read("ImagingStudy", id_).resource, rec))
     return out
+
+
+def import_slide(repo: Repository, store: SlideStore, path, *, patient: str, name: str | None = None,
+                 request: str | None = None) -> SlideRecord:  # fmt: skip
+    """A slide file already at the centre (scanned there, or the demo's) stored as complete: its
+    ImagingStudy (status available) for ``Patient/<patient>`` and its record, the file copied in."""
+    path = Path(path)
+    info = Slide(path).info  # refuses a corrupt or foreign file (SlideError, 422)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    name = (name or path.name)[:200]
+    study = model.slide_study(name, f"Patient/{patient}", request=request, width=info.width, height=info.height,
+                              mpp=info.mpp_x, available=True)  # fmt: skip
+    created = repo.create("ImagingStudy", study).resource
+    size = path.stat().st_size
+    rec = SlideRecord(created["id"], name, size, digest.hexdigest(), info.to_json(), gateway=None, offset=size,
+                      complete=True, study=created["id"])  # fmt: skip
+    store.save(rec)
+    shutil.copyfile(path, store.folder(rec.id) / f"slide{rec.suffix}")
+    return rec
