@@ -100,3 +100,29 @@ def test_a_supervisor_sees_the_numbers_but_no_patient(services, server):
     assert "张伟" not in stats.text
     assert sup.get(f"/portal/consultations/{cid}").status_code == 404
     assert sup.get("/portal/board").status_code == 403
+
+
+def test_opening_a_case_and_acting_on_it_are_in_the_audit_trail(services, server):
+    from sqlalchemy import select
+
+    from telemed.db.schema import audit_event
+
+    net = build(services)
+    r = net.ctx("requester")
+    loaded = run(services, r, service.create, details(net))
+    cid = loaded.consultation.id
+    run(services, r, service.act, cid, "submit")
+    qc, token = _session(services, server, f"qc-{net.centre}", ["qc-officer"], net.centre)
+    assert qc.get(f"/portal/consultations/{cid}").status_code == 200
+    assert qc.post(f"/portal/consultations/{cid}/act", data={"event": "accept", "csrf_token": token}).status_code == 303
+    with unit_of_work(services.engine, write=False) as conn:
+        rows = conn.execute(
+            select(audit_event.c.interaction, audit_event.c.patient, audit_event.c.content)
+            .where(audit_event.c.username == f"qc-{net.centre}")
+            .order_by(audit_event.c.seq)
+        ).all()
+    page = [x for x in rows if x.interaction == "read" and x.content.get("outcomeDesc", "").endswith(cid)]
+    step = [x for x in rows if x.interaction == "update" and x.content.get("outcomeDesc", "").endswith(f"{cid}/act")]
+    assert page and page[0].patient == loaded.patient  # the auditor finds the view by patient
+    assert step and step[0].patient == loaded.patient
+    assert step[0].content["agent"][0]["network"]["address"]

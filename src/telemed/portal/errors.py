@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -134,6 +135,11 @@ def _validation_error(request: Request, exc: RequestValidationError) -> Response
 
 
 def _server_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OperationalError):
+        # The database is busy (SQLite's write lock held past its timeout) or gone: nothing was
+        # changed (the unit of work rolled back), so say "try again" rather than "we failed".
+        log.warning("portal %s %s: database unavailable (%s)", request.method, request.url.path, exc.orig)
+        return error_page(request, 503, headers={"Retry-After": "5"})
     log.error("portal %s %s failed", request.method, request.url.path, exc_info=exc)
     try:
         return error_page(request, 500)

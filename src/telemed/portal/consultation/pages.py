@@ -21,7 +21,7 @@ from telemed.fhir.search.query import parse
 from telemed.fhir.store import searching
 from telemed.identity.accounts import get_account
 from telemed.kernel.errors import Category, Issue, TelemedError
-from telemed.portal import offload, uploads
+from telemed.portal import audit, offload, uploads
 from telemed.portal.consultation.common import env, labels, minutes_left, repository, services
 from telemed.portal.exceptions import PortalError
 from telemed.portal.i18n import gettext_for, lang_of
@@ -147,6 +147,7 @@ def _create(request: Request, user: PortalUser, form: dict, attachment: dict | N
             raise PortalError(Category.UNPROCESSABLE, "Choose the patient",
                               [Issue("Choose the patient", "required", "patient")])  # fmt: skip
         loaded = service.create(repo, env(request), user.context, details, form.get("idempotency_key") or None)
+        audit.about_patient(request, loaded.patient)
     cid = loaded.consultation.id
     target = f"/portal/consultations/{cid}"
     if form.get("then_submit"):
@@ -187,6 +188,7 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
     now = _now(request)
     with repository(request, user) as repo:
         loaded = service.load(repo, cid)
+        audit.about_patient(request, loaded.patient)
         directory = Directory.load(repo)
         patient = repo.read("Patient", loaded.patient).resource
         steps = service.timeline(repo, cid)
@@ -290,6 +292,7 @@ def _act(request: Request, user: PortalUser, cid: str, form: dict) -> Response:
                 loaded = service.act(repo, env(request), user.context, cid, event, expected_version=_version(form),
                                      reason=form.get("reason"), experts=experts, start=start,
                                      slot=form.get("slot") or None)  # fmt: skip
+            audit.about_patient(request, loaded.patient)
             notify(request, repo, loaded)
     except TelemedError as exc:
         if exc.category is Category.UNPROCESSABLE and event == "submit":
@@ -328,6 +331,7 @@ def _save_opinion(request: Request, user: PortalUser, cid: str, form: dict) -> R
     sections = {code: str(form.get(code, "")) for code, _zh, _en in model.SECTIONS}
     with repository(request, user, write=True) as repo:
         loaded = service.save_opinion(repo, env(request), user.context, cid, sections)
+        audit.about_patient(request, loaded.patient)
         notify(request, repo, loaded)
     publish(request, cid)
     return RedirectResponse(f"/portal/consultations/{cid}#opinion", 303)
@@ -348,6 +352,7 @@ def _amend(request: Request, user: PortalUser, cid: str, form: dict) -> Response
     with repository(request, user, write=True) as repo:
         loaded = report.amend_opinion(repo, env(request), user.context, cid, sections, reason, signer=svc.signer,
                                       base_url=svc.site_url)  # fmt: skip
+        audit.about_patient(request, loaded.patient)
         notify(request, repo, loaded)
     publish(request, cid)
     return RedirectResponse(f"/portal/consultations/{cid}#opinion", 303)
