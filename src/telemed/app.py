@@ -292,6 +292,9 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(verification_router)
     app.include_router(dicomweb.router(services, _authenticate(services)))  # /dicomweb, same auth as /fhir
+    # The viewer's DICOMweb: the portal's session cookie (path /portal) reaches it; read-only (no CSRF token).
+    viewer_dicomweb = dicomweb.router(services, _authenticate(services), prefix="/portal/dicomweb", store_routes=False)
+    app.include_router(viewer_dicomweb)
     app.include_router(ecg_api.router(services, _authenticate(services)))  # /api/ecg, same auth as /fhir
     app.include_router(pathology_api.router(services, _authenticate(services)))  # /api/pathology, and the gateway link
 

@@ -194,6 +194,88 @@ def test_audio_only_and_screen_sharing_reach_the_other_side(browser, services, s
             page.context.close()
 
 
+def _consents(services, recording: str) -> list[dict]:
+    from sqlalchemy import select
+
+    from telemed.db.engine import unit_of_work
+    from telemed.db.schema import resource
+    from telemed.fhir.store.context import AccessContext
+
+    with unit_of_work(services.engine, write=False) as conn:
+        ids = conn.execute(select(resource.c.id).where(resource.c.resource_type == "Consent")).scalars().all()
+        repo = services.repository(conn, AccessContext.system())
+        found = [repo.read("Consent", i).resource for i in ids]
+    return [c for c in found if c.get("identifier", [{}])[0].get("value") == recording]
+
+
+def test_recording_starts_only_when_everyone_consents_and_is_filed_with_the_consultation(
+    browser, services, server, backend
+):
+    if backend != "sqlite":
+        pytest.skip("tested once (SQLite)")
+    call = scheduled(services)
+    doctor_user, expert_user = _users(services, call)
+    doctor = _open_call(browser, server, doctor_user, call.cid)
+    expert = _open_call(browser, server, expert_user, call.cid)
+    try:
+        for page in (doctor, expert):
+            _wait_decoding(page)
+        # The expert declines: nothing is recorded.
+        doctor.click("#btn-record")
+        expert.wait_for_selector("#record-consent:not([hidden])", timeout=10000)
+        assert "请求录制本次会诊" in expert.inner_text("#record-consent-text")
+        assert doctor.is_hidden("#record-indicator")
+        assert doctor.evaluate("() => window.telemedCall.state.recorder") is None
+        expert.click("#btn-decline")
+        doctor.wait_for_selector("#media-notice:has-text('有参会人员不同意')", timeout=10000)
+        declined = doctor.evaluate("() => window.telemedCall.state.recording.id")
+        assert doctor.evaluate("() => window.telemedCall.state.recorder") is None
+        # Asked again, the expert agrees: recording is on, and both pages say so.
+        doctor.click("#btn-record")
+        expert.wait_for_selector("#record-consent:not([hidden])", timeout=10000)
+        expert.click("#btn-consent")
+        for page in (doctor, expert):
+            page.wait_for_selector("#record-indicator:not([hidden])", timeout=10000)
+        recording = doctor.evaluate("() => window.telemedCall.state.recorder.id")
+        assert recording != declined
+        if SHOTS.exists():
+            expert.screenshot(path=str(SHOTS / "video-recording.png"), full_page=True)
+        time.sleep(4)
+        doctor.click("#btn-record")  # stop: the page uploads the recording
+        expert.wait_for_selector("#record-indicator[hidden]", state="attached", timeout=10000)
+        doctor.wait_for_function("() => window.telemedCall.state.savedRecordings.length === 1 || "
+                                 "window.telemedCall.state.recordError", timeout=30000)  # fmt: skip
+        assert doctor.evaluate("() => window.telemedCall.state.recordError") is None
+        doc_id = doctor.evaluate("() => window.telemedCall.state.savedRecordings[0]")
+        # Filed as the consultation's DocumentReference, bytes in the blob store; a real WebM with frames.
+        got = doctor.request.get(f"{server.url}/portal/consultations/{call.cid}/attachments/{doc_id}")
+        assert got.status == 200 and got.body()[:4] == b"\x1a\x45\xdf\xa3" and len(got.body()) > 20_000
+        from tests.consultation.test_service import read
+
+        doc = read(services, call.net.ctx("requester"), "DocumentReference", doc_id)
+        assert doc["content"][0]["attachment"]["contentType"] == "video/webm"
+        assert doc["context"]["encounter"] == [{"reference": f"Encounter/{call.encounter}"}]
+        sr = read(services, call.net.ctx("requester"), "ServiceRequest", call.cid)
+        assert {"reference": f"DocumentReference/{doc_id}"} in sr["supportingInfo"]
+        # Each answer is a FHIR Consent: both agreed to this recording; the expert refused the first.
+        agreed = _consents(services, recording)
+        assert len(agreed) == 2 and len({c["performer"][0]["reference"] for c in agreed}) == 2
+        assert all(c["status"] == "active" and c["provision"]["type"] == "permit" for c in agreed)
+        refused = _consents(services, declined)
+        assert [c["provision"]["type"] for c in refused if c["status"] == "rejected"] == ["deny"]
+        # A recording nobody agreed to is refused by the server.
+        bad = doctor.evaluate("""async (cid) => {
+            const csrf = document.querySelector('meta[name=csrf-token]').content;
+            const r = await fetch(`/portal/consultations/${cid}/video/recordings`, {method: "POST",
+              headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+              body: JSON.stringify({recording: "0000000000000000", upload: "nothing"})});
+            return r.status; }""", call.cid)  # fmt: skip
+        assert bad == 403
+    finally:
+        for page in (doctor, expert):
+            page.context.close()
+
+
 def test_camera_access_denied_shows_a_clear_message(browser, services, server, backend):
     if backend != "sqlite":
         pytest.skip("tested once (SQLite)")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemed.video import join, protocol, room, turn
+from telemed.video import join, protocol, recording, room, turn
 
 START = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 SPEC = room.RoomSpec("c1", "room-1", frozenset({"doc", "exp"}), START, live=True, encounter="c1")
@@ -102,3 +102,30 @@ def test_the_token_bucket_allows_bursts_then_the_rate():
     assert [bucket.allow() for _ in range(6)] == [True] * 5 + [False]
     now[0] += 0.5
     assert sum(bucket.allow() for _ in range(10)) == 5
+
+
+def test_recording_needs_everyone_present_to_consent():
+    recs = recording.Recordings()
+    rec = recs.request("c1", "pa", "doc", {"pa", "pb", "pc"})
+    assert rec.state == recording.ASKING and rec.consented == {"pa"}  # asking is the requester's consent
+    assert recs.accepted(rec.id, "c1", "doc") is None
+    assert recs.consent("c1", "pb", "e1").state == recording.ASKING
+    assert recs.consent("c1", "px", "intruder") is None  # not in the room when asked
+    assert recs.consent("c1", "pc", "e2").state == recording.ON
+    assert recs.accepted(rec.id, "c1", "doc") is rec
+    assert recs.accepted(rec.id, "c1", "e1") is None and recs.accepted(rec.id, "c2", "doc") is None
+    assert recs.joined("c1", "pd").state == recording.OFF  # a newcomer has not consented
+    again = recs.request("c1", "pb", "e1", {"pa", "pb"})
+    assert again.id != rec.id
+    assert recs.decline("c1", "pa").state == recording.OFF
+    assert recs.accepted(again.id, "c1", "e1") is None
+    third = recs.request("c1", "pa", "doc", {"pa", "pb"})
+    assert third.consented == {"pa"}
+    assert recs.left("c1", "pb").state == recording.ON  # the only one left to ask went away
+    assert recs.left("c1", "pa").state == recording.OFF  # the recorder left
+
+
+def test_record_messages_need_a_known_action():
+    assert protocol.parse('{"type":"record","action":"consent"}') == {"type": "record", "action": "consent"}
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse('{"type":"record","action":"force"}')

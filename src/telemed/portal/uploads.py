@@ -34,7 +34,7 @@ MAX_SIZE = 200 * 1024 * 1024
 CHUNK = 1024 * 1024
 MAX_AGE_SECONDS = 24 * 3600
 ALLOWED_TYPES = frozenset({"application/pdf", "image/jpeg", "image/png", "application/dicom", "text/plain",
-                           "application/zip", "video/mp4"})  # fmt: skip
+                           "application/zip", "video/mp4", "video/webm"})  # fmt: skip
 
 
 @dataclass

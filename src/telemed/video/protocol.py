@@ -10,11 +10,13 @@ Client to server (``type`` and its fields)::
     leave
     sfu-publish  sdp (the page's offer to the SFU)      sfu-subscribe  feed (an SFU feed id)
     sfu-start    feed, sdp (the page's answer to that feed's offer)
+    record       action: request | consent | decline | stop (recording only with everyone's consent)
 
 Server to client: ``joined`` (peer, peers, iceServers), ``peer-joined``, ``peer-left``,
 ``offer``/``answer``/``candidate`` with ``from``, ``chat`` (from, name, text, at), ``state``,
 ``pong``, and ``error`` (code, detail) for anything refused; in an SFU room also ``sfu-answer``,
-``sfu-offer`` (feed, sdp), ``sfu-publishers`` (feeds: feed, peer) and ``sfu-unpublished`` (feed).
+``sfu-offer`` (feed, sdp), ``sfu-publishers`` (feeds: feed, peer) and ``sfu-unpublished`` (feed);
+``record`` (id, state asking/on/off, recorder, consented, required, by, name) to everyone.
 A malformed message is answered with an ``error`` and dropped; it never reaches another peer
 and never ends the server's loop.
 """
@@ -30,7 +32,8 @@ MAX_MESSAGE_BYTES = 64 * 1024  # an SDP with simulcast and many codecs stays wel
 MAX_CHAT = 2000
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 TYPES = frozenset({"join", "leave", "offer", "answer", "candidate", "chat", "ping", "state", "sfu-publish",
-                   "sfu-subscribe", "sfu-start"})  # fmt: skip
+                   "sfu-subscribe", "sfu-start", "record"})  # fmt: skip
+RECORD_ACTIONS = frozenset({"request", "consent", "decline", "stop"})
 SFU_TYPES = frozenset({"sfu-publish", "sfu-subscribe", "sfu-start"})
 
 
@@ -89,6 +92,9 @@ def parse(text: str | bytes) -> dict:
             sdp = msg.get("sdp")
             _need(isinstance(sdp, str) and sdp.startswith("v=0"), f"{kind} needs an SDP")
             out["sdp"] = sdp
+    elif kind == "record":
+        _need(msg.get("action") in RECORD_ACTIONS, "record needs an action: request, consent, decline or stop")
+        out["action"] = msg["action"]
     elif kind == "chat":
         text_ = msg.get("text")
         _need(isinstance(text_, str) and 0 < len(text_.strip()) <= MAX_CHAT, "chat needs 1-2000 characters")

@@ -32,6 +32,7 @@ from datetime import datetime
 from telemed.video import join as join_tokens
 from telemed.video import protocol
 from telemed.video.protocol import ProtocolError, dumps
+from telemed.video.recording import Recordings
 from telemed.video.room import Refused
 
 log = logging.getLogger("telemed.video")
@@ -40,6 +41,7 @@ GRACE_SECONDS = 15.0
 MAX_VIOLATIONS = 20  # malformed messages before the socket is closed
 MAX_DROPPED = 200  # rate-limited messages before the socket is closed
 POLICY_VIOLATION = 1008
+NOT_VIOLATIONS = frozenset({"unknown-peer", "not-joined", "refused", "chat-failed", "sfu", "record"})
 TOPIC = "video-signalling"  # the Hub topic that carries signalling between instances
 
 
@@ -72,6 +74,7 @@ class Events:
     # In an SFU room (grant.mode == "sfu"): (grant, peer id, deliver) -> an SfuParticipant
     # (telemed.video.sfu) that publishes/subscribes for the page; ``deliver`` sends to its socket.
     sfu: Callable | None = None
+    consent: Callable[[join_tokens.Grant, str, bool], None] | None = None  # (grant, recording id, yes?) -> record
 
 
 class Switchboard:
@@ -89,6 +92,7 @@ class Switchboard:
         self.rooms: dict[str, dict[str, Peer]] = {}
         self._pending_leave: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.recordings = Recordings()
         self._last_record: asyncio.Task | None = None
         self.stats = {"joins": 0, "refused": 0, "malformed": 0, "rate_limited": 0, "relayed": 0}
 
@@ -157,6 +161,8 @@ class Switchboard:
         if peer.sfu is not None:
             asyncio.ensure_future(_safe(peer.sfu.close()))
         await self._broadcast(room, {"type": "peer-left", "peer": peer_id})
+        if (rec := self.recordings.left(room, peer_id)) is not None:
+            await self._broadcast(room, {**rec.public(), "by": peer_id, "reason": "left"})
         self._background(self.events.left, peer.grant, peer_id)
 
     def _schedule_leave(self, room: str, peer_id: str) -> None:
@@ -210,7 +216,7 @@ class Switchboard:
                         break
                     await self._relay(room, me, msg)
                 except ProtocolError as exc:
-                    violations += exc.code not in ("unknown-peer", "not-joined", "refused", "chat-failed", "sfu")
+                    violations += exc.code not in NOT_VIOLATIONS
                     self.stats["malformed"] += exc.code in ("malformed", "unknown-type", "too-large")
                     log.warning("video: %s from %s in room %s: %s", exc.code, who, room, exc.detail)
                     await send(dumps({"type": "error", "code": exc.code, "detail": exc.detail}))
@@ -262,6 +268,8 @@ class Switchboard:
         if not resumed:
             await self._broadcast(room, {"type": "peer-joined", **peer.public()}, exclude=peer.id)
             self._background(self.events.joined, grant, peer.id)
+            if (rec := self.recordings.joined(room, peer.id)) is not None:  # a newcomer has not consented
+                await self._broadcast(room, {**rec.public(), "by": peer.id, "reason": "joined"})
         log.info("video: %s %s room %s as %s", grant.user, "rejoined" if resumed else "joined", room, peer.id)
         return peer
 
@@ -291,10 +299,31 @@ class Switchboard:
             log.warning("video: SFU request %s of %s in room %s failed: %s", msg["type"], me.grant.user, room, exc)
             raise ProtocolError("sfu", "the media server refused or is unreachable") from None
 
+    async def _record(self, room: str, me: Peer, action: str) -> None:
+        recs = self.recordings
+        if action == "request":
+            present = {p.id for p in self.peers(room)} | set(self.remote.get(room, {}))
+            rec = recs.request(room, me.id, me.grant.user, present)
+        elif action == "consent":
+            rec = recs.consent(room, me.id, me.grant.user)
+        elif action == "decline":
+            rec = recs.decline(room, me.id)
+        else:
+            rec = recs.stop(room)
+        if rec is None:
+            raise ProtocolError("record", "there is no recording request to answer")
+        if action != "stop":
+            self._background(self.events.consent, me.grant, rec.id, action != "decline")
+        log.info("video: recording %s in room %s: %s by %s -> %s", rec.id, room, action, me.grant.user, rec.state)
+        await self._broadcast(room, {**rec.public(), "by": me.id, "name": me.grant.name, "action": action})
+
     async def _relay(self, room: str, me: Peer, msg: dict) -> None:
         kind = msg["type"]
         if kind in protocol.SFU_TYPES:
             await self._sfu(room, me, msg)
+            return
+        if kind == "record":
+            await self._record(room, me, msg["action"])
             return
         if kind == "chat":
             try:

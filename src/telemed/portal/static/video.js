@@ -7,6 +7,9 @@
  * In an SFU room (an MDT on Janus) the page publishes once and receives one connection per other
  * participant's feed; it never talks to Janus itself: sfu-publish / sfu-subscribe / sfu-start go
  * over the same socket and the server makes the requests in this consultation's Janus room.
+ * Recording needs everyone's consent: the server asks every page, and only when all agreed does
+ * the requester's page record (the tiles drawn on a canvas, every voice mixed) and upload it in
+ * resumable parts; every page shows that recording is on.
  * window.telemedCall exposes the state for the browser tests.
  */
 (function () {
@@ -30,6 +33,7 @@
     policy: "all", muted: false, cameraOff: false, audioOnly: false, autoAudioOnly: false, leaving: false,
     socketOpens: 0, restarts: 0, backoff: 1000, poorSamples: 0, mediaError: null, lastRefusal: null,
     mode: "mesh", sfuPub: null, feeds: new Map(),
+    recording: null, recorder: null, savedRecordings: [], recordError: null,
   };
   window.telemedCall = {
     state: state,
@@ -371,12 +375,14 @@
         break;
       case "sfu-offer": serially("feed-" + m.feed, function () { return onFeedOffer(m.feed, m.sdp); }); break;
       case "sfu-unpublished": onFeedGone(m.feed); break;
+      case "record": onRecord(m); break;
       case "chat": addChat(m); break;
       case "state": peerState(m); break;
       case "error":
         if (m.code === "refused") { state.lastRefusal = m.detail; setStatus(msg("refused")); }
         if (m.code === "chat-failed") showNotice(msg("chat-failed"));
         if (m.code === "sfu" || m.code === "no-sfu") showNotice(msg("sfu-error"));
+        if (m.code === "record") hideConsent();
         break;
     }
   }
@@ -436,6 +442,7 @@
   $("btn-screen").addEventListener("click", toggleScreen);
   $("btn-leave").addEventListener("click", function () {
     state.leaving = true;
+    stopRecorder();
     send({ type: "leave" });
     state.pcs.forEach(function (p, id) { dropPeer(id); });
     if (state.sfuPub) state.sfuPub.close();
@@ -495,6 +502,113 @@
     $("btn-screen").textContent = msg("share");
     announce();
   }
+
+  // -- recording, with everyone's consent ----------------------------------------------------------------
+  var audioCtx = null;
+  function hideConsent() { $("record-consent").hidden = true; }
+
+  function onRecord(m) {
+    state.recording = m;
+    var on = m.state === "on", asking = m.state === "asking";
+    $("record-indicator").hidden = !on;
+    $("btn-record").textContent = on || asking ? msg("stop-record") : msg("record");
+    $("btn-record").setAttribute("aria-pressed", on || asking);
+    var mine = m.recorder === state.me;
+    if (asking && m.consented.indexOf(state.me) < 0 && m.required.indexOf(state.me) >= 0) {
+      $("record-consent-text").textContent = msg("record-asked").replace("{name}", m.name || "");
+      $("record-consent").hidden = false;
+    } else {
+      hideConsent();
+    }
+    if (asking) showNotice(mine ? msg("record-waiting") : "");
+    if (on) showNotice("");
+    if (on && mine && !state.recorder) startRecorder(m.id);
+    if (!on && state.recorder && state.recorder.id === m.id) stopRecorder();
+    if (m.state === "off") {
+      if (m.action === "decline") showNotice(msg("record-declined"));
+      else if (m.reason === "joined") showNotice(msg("record-stopped-join"));
+      else if (!mine) showNotice("");
+    }
+  }
+
+  function startRecorder(id) {
+    var canvas = document.createElement("canvas");
+    canvas.width = 960; canvas.height = 540;
+    var g = canvas.getContext("2d");
+    function draw() {
+      var videos = Array.from(document.querySelectorAll("#video-grid video")).filter(function (v) { return v.videoWidth > 0; });
+      g.fillStyle = "#101828"; g.fillRect(0, 0, canvas.width, canvas.height);
+      var n = Math.max(1, videos.length), cols = Math.ceil(Math.sqrt(n)), rows = Math.ceil(n / cols);
+      var w = canvas.width / cols, h = canvas.height / rows;
+      videos.forEach(function (v, i) { g.drawImage(v, (i % cols) * w, Math.floor(i / cols) * h, w, h); });
+    }
+    draw();
+    var stream = canvas.captureStream(10);
+    try {
+      audioCtx = audioCtx || new AudioContext();
+      audioCtx.resume();
+      var mix = audioCtx.createMediaStreamDestination();
+      [state.localStream].concat(Array.from(state.pcs.values()).map(function (p) { return p.stream; })).forEach(function (s) {
+        if (s && s.getAudioTracks().length) audioCtx.createMediaStreamSource(new MediaStream(s.getAudioTracks())).connect(mix);
+      });
+      mix.stream.getAudioTracks().forEach(function (t) { stream.addTrack(t); });
+    } catch (e) { console.warn("no audio in the recording", e); }
+    var type = MediaRecorder.isTypeSupported("video/webm;codecs=vp8,opus") ? "video/webm;codecs=vp8,opus" : "video/webm";
+    var r = { id: id, chunks: [], timer: setInterval(draw, 100), media: new MediaRecorder(stream, { mimeType: type, videoBitsPerSecond: 600000 }) };
+    r.media.ondataavailable = function (e) { if (e.data && e.data.size) r.chunks.push(e.data); };
+    r.media.onstop = function () { clearInterval(r.timer); saveRecording(r); };
+    r.media.start(1000);
+    state.recorder = r;
+    showNotice("");
+  }
+
+  function stopRecorder() {
+    var r = state.recorder;
+    state.recorder = null;
+    if (r && r.media.state !== "inactive") r.media.stop();
+  }
+
+  function uploadPart(id, offset, blob) {
+    return fetch("/portal/uploads/" + id, {
+      method: "PATCH", credentials: "same-origin", body: blob,
+      headers: { "X-CSRF-Token": csrf(), "Upload-Offset": String(offset), "Content-Type": "application/offset+octet-stream" },
+    });
+  }
+  function csrf() { var m = document.querySelector('meta[name="csrf-token"]'); return m ? m.getAttribute("content") : ""; }
+
+  async function saveRecording(r) {
+    var blob = new Blob(r.chunks, { type: "video/webm" });
+    showNotice(msg("record-saving"));
+    try {
+      var up = await Telemed.postJSON("/portal/uploads", { name: "recording-" + r.id + ".webm", type: "video/webm", size: blob.size });
+      var offset = 0, failures = 0;
+      while (offset < blob.size) {
+        var res;
+        try { res = await uploadPart(up.id, offset, blob.slice(offset, offset + up.chunk)); } catch (e) { res = null; }
+        if (res && (res.ok || res.status === 409)) { offset = (await res.json()).offset; failures = 0; continue; }
+        if (res && res.status !== 409 && res.status < 500) throw new Error("upload refused");
+        failures += 1;
+        if (failures > 30) throw new Error("network error");
+        await new Promise(function (ok) { setTimeout(ok, Math.min(1000 * failures, 10000)); });
+        var st = await fetch("/portal/uploads/" + up.id, { credentials: "same-origin" });
+        if (st.ok) offset = (await st.json()).offset;
+      }
+      var saved = await Telemed.postJSON(root.dataset.recordingsUrl, { recording: r.id, upload: up.id });
+      state.savedRecordings.push(saved && saved.id);
+      showNotice(msg("record-saved"));
+    } catch (e) {
+      state.recordError = (e && e.message) || "failed";
+      showNotice(msg("record-failed"));
+    }
+  }
+
+  $("btn-record").addEventListener("click", function () {
+    audioCtx = audioCtx || new AudioContext(); // created on the click: browsers start audio only after a gesture
+    var r = state.recording, active = r && (r.state === "on" || r.state === "asking");
+    send({ type: "record", action: active ? "stop" : "request" });
+  });
+  $("btn-consent").addEventListener("click", function () { hideConsent(); send({ type: "record", action: "consent" }); });
+  $("btn-decline").addEventListener("click", function () { hideConsent(); send({ type: "record", action: "decline" }); });
 
   // -- network quality (getStats every 2 s) -----------------------------------------------------------
   var previous = new Map();

@@ -9,17 +9,22 @@ service who the participants are and whether the session is live, describes the 
 - ``POST /portal/consultations/{cid}/video/join``: a fresh join token (the page asks again when it
   reconnects), the ICE servers (TURN credentials minted for this user) and the media mode;
 - ``WS /portal/video/{cid}/ws``: signalling; needs the portal session cookie *and* a join token of
-  the same user for this consultation.
+  the same user for this consultation;
+- ``POST /portal/consultations/{cid}/video/recordings``: a finished resumable upload (telemed.portal.
+  uploads) of a recording that every participant agreed to, filed as the consultation's
+  ``DocumentReference``; each participant's answer is a FHIR ``Consent``.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
 
 from telemed.consultation import Env, SlaPolicy, service
 from telemed.consultation import workflow as wf
@@ -28,8 +33,8 @@ from telemed.db.engine import unit_of_work
 from telemed.fhir.store.context import AccessContext
 from telemed.identity import tokens
 from telemed.kernel.errors import TelemedError
-from telemed.portal import web
-from telemed.portal.consultation.common import labels, repository, services
+from telemed.portal import uploads, web
+from telemed.portal.consultation.common import env, labels, repository, services
 from telemed.portal.i18n import gettext_for
 from telemed.portal.session import SESSION_COOKIE, CurrentUser, PortalUser, decode_session
 from telemed.video import Events, Grant, InvalidJoinToken, Refused, RoomSpec, Switchboard, admit, attendance, join, turn
@@ -153,6 +158,7 @@ def switchboard(app) -> Switchboard:
             refused=lambda cid, who, code: _refused(svc, cid, who, code),
             now=svc.clock.now,
             sfu=lambda grant, peer, deliver: _sfu_participant(svc, grant, peer, deliver),
+            consent=lambda grant, recording, yes: _consent(svc, grant, recording, yes),
         ), bus=svc.hub if svc.hub.broker_url else None)  # fmt: skip
         app.state.video_switchboard = board
     return board
@@ -164,6 +170,81 @@ def _sfu_participant(svc, grant: Grant, peer: str, deliver) -> SfuParticipant:
         raise RuntimeError("no media server configured")
     return SfuParticipant(s.janus_url, room_number(grant.consultation), room_pin(svc.secret_key, grant.consultation),
                           peer, deliver, api_secret=s.janus_api_secret, bitrate=s.janus_bitrate)  # fmt: skip
+
+
+RECORDING_ID = "urn:telemed:video-recording"
+
+
+def _consent(svc, grant: Grant, recording: str, yes: bool) -> None:
+    """A participant's answer to recording the session, as a FHIR Consent of the patient's record
+    (performer: the participant; provision: permit or deny collecting the session's recording)."""
+    now = svc.clock.now()
+    with unit_of_work(svc.engine, write=True) as conn:
+        repo = svc.repository(conn, AccessContext.system())  # the platform records the answer given in the call
+        loaded = service.load(repo, grant.consultation)
+        who = {"reference": f"Practitioner/{grant.practitioner}", "display": grant.name}
+        consent = {
+            "resourceType": "Consent", "status": "active" if yes else "rejected",
+            "identifier": [{"system": RECORDING_ID, "value": recording}],
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}],
+                          "text": "Recording of the video consultation"}],
+            "patient": {"reference": f"Patient/{loaded.patient}"}, "dateTime": now.isoformat(),
+            "performer": [who],
+            "policyRule": {"text": "Recording a video consultation needs the agreement of every participant"},
+            "provision": {
+                "type": "permit" if yes else "deny",
+                "period": {"start": now.isoformat()},
+                "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                                "code": "PRF"}]}, "reference": who}],
+                "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                                        "code": "collect"}]}],
+                "data": [{"meaning": "related", "reference": {"reference": f"ServiceRequest/{grant.consultation}"}}],
+            },
+        }  # fmt: skip
+        if grant.encounter:
+            consent["provision"]["data"].append({"meaning": "related",
+                                                 "reference": {"reference": f"Encounter/{grant.encounter}"}})
+        repo.create("Consent", consent)
+        attendance.audit_event(conn, grant.context or AccessContext(grant.user, practitioner=grant.practitioner),
+                               svc.clock, grant.consultation,
+                               f"recording {recording}: {'consented' if yes else 'declined'}", True)  # fmt: skip
+
+
+class RecordingIn(BaseModel):
+    recording: str = Field(max_length=64)
+    upload: str = Field(max_length=64)
+
+
+@router.post("/portal/consultations/{cid}/video/recordings")
+def save_recording(request: Request, user: CurrentUser, cid: str, body: RecordingIn) -> JSONResponse:
+    """File a recording (a finished upload of ``upload``) that every participant agreed to."""
+    _ = gettext_for(request)
+    recording, upload = body.recording, body.upload
+    rec = switchboard(request.app).recordings.accepted(recording, cid, user.username)
+    if rec is None:
+        _audit(request, user.context, cid, f"recording {recording[:40]} refused (no consent)", False)
+        return JSONResponse({"detail": _("This recording was not agreed to by every participant.")}, 403)
+    up, data = uploads.read_bytes(request, user, upload)
+    if up.type != "video/webm" or not data.startswith(b"\x1a\x45\xdf\xa3"):
+        return JSONResponse({"detail": _("This is not a recording of the call.")}, 415)
+    svc = services(request)
+    when = svc.clock.now().astimezone(web.DISPLAY_TZ).strftime("%Y-%m-%d %H:%M")
+    attachment = {"contentType": "video/webm", "data": base64.b64encode(data).decode(), "size": len(data),
+                  "title": _("Video recording of the session, %(time)s", time=when)}  # fmt: skip
+    with repository(request, user, write=True) as repo:
+        doc = service.attach(repo, env(request), user.context, cid, attachment)
+        loaded = service.load(repo, cid)
+        if loaded.encounter:  # also linked from the session's Encounter
+            body = dict(doc.resource)
+            body["context"] = {**body.get("context", {}),
+                               "encounter": [{"reference": f"Encounter/{loaded.encounter.resource['id']}"}]}
+            body["identifier"] = [{"system": RECORDING_ID, "value": recording}]
+            doc = repo.update("DocumentReference", doc.resource["id"], body)
+    uploads.discard(request, upload)
+    _audit(request, user.context, cid, f"recording {recording} saved (DocumentReference/{doc.resource['id']})", True)
+    return JSONResponse({"id": doc.resource["id"]}, 201)
 
 
 def _attendance(svc, grant: Grant, what: str) -> None:
