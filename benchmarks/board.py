@@ -2,7 +2,7 @@
 move through the workflow, and how soon the live board hears of each step.
 
     .venv/bin/python benchmarks/board.py [--consultations 200] [--readers 50] [--workers 1]
-        [--concurrency 10] [--think 0.5 1.0] [--db postgresql://postgres@127.0.0.1:5432/test]
+        [--concurrency 10] [--think 3 6] [--db postgresql://postgres@127.0.0.1:5432/test]
         [--broker-url redis://127.0.0.1:6379/0] [--seed N] [--json PATH] [--server-log PATH]
 
 Set-up: a fresh database (by default a SQLite file in a temporary directory; with ``--db URL`` a
@@ -25,6 +25,9 @@ theirs) and schedules it, the expert writes the opinion (``POST .../opinion``) a
 report PDF is made and filed), the requester acknowledges it with a rating: seven state-changing
 POSTs, each expected to answer 303. One client per account, shared by the movers. Between two
 steps a mover waits a think time (uniform in THINK seconds), as the people doing the steps would.
+The default, 3-6 s, is a short human think time (a person glances at a list or a case before the
+next click; load-testing practice uses 3-10 s): 50 readers then ask for about 11 pages a second.
+``--think 0.5 1`` is a stress run at five to ten times that rate, also recorded in the docs.
 
 Readers: READERS portal users, each signed in once, in blocks of 30: 6 triage, 5 qc, 10 requesting
 doctors (the movers' doctors in turn), 9 experts (for 50 readers: 12, 10, 19, 9; an account may
@@ -639,8 +642,8 @@ def main() -> int:
     p.add_argument("--readers", type=int, default=50, help="portal users loading pages (default 50)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers (default 1)")
     p.add_argument("--concurrency", type=int, default=10, help="consultations moving at a time (default 10)")
-    p.add_argument("--think", type=float, nargs=2, default=(0.5, 1.0), metavar=("MIN", "MAX"),
-                   help="think time in seconds after each page or step (default 0.5 1.0)")  # fmt: skip
+    p.add_argument("--think", type=float, nargs=2, default=(3.0, 6.0), metavar=("MIN", "MAX"),
+                   help="think time in seconds after each page or step (default 3 6)")  # fmt: skip
     p.add_argument("--db", help="PostgreSQL URL to CREATE/DROP a fresh database through (default: SQLite file)")
     p.add_argument("--broker-url", default="redis://127.0.0.1:6379/0", help="Redis for --workers > 1")
     p.add_argument("--seed", type=int, default=20261126)

@@ -189,7 +189,7 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
     with repository(request, user) as repo:
         loaded = service.load(repo, cid)
         audit.about_patient(request, loaded.patient)
-        directory = Directory.load(repo)
+        directory = Directory.load(repo)  # fresh: an expert invited a minute ago is named here
         patient = repo.read("Patient", loaded.patient).resource
         steps = service.timeline(repo, cid)
         for step in steps:  # user names as the people's names
