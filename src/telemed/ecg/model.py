@@ -266,6 +266,14 @@ def task(ecg: str, patient: str, sender: str, pool: str | None, reading: wf.Read
     t["businessStatus"] = {"coding": [{"system": STATE_SYSTEM, "code": reading.state}]}
     t["priority"] = "urgent" if reading.priority == wf.URGENT else "routine"
     t["lastModified"] = iso(now)
+    # executionPeriod: the first claim and the report (the statistics' turnaround times).
+    period = dict(t.get("executionPeriod") or {})
+    if reading.state in (wf.CLAIMED, wf.REPORTED, wf.ACKNOWLEDGED) and "start" not in period:
+        period["start"] = iso(now)
+    if reading.state == wf.REPORTED and "end" not in period:
+        period["end"] = iso(now)
+    if period:
+        t["executionPeriod"] = period
     if reading.reader:
         t["owner"] = ref("Practitioner", reading.reader)
     elif pool:

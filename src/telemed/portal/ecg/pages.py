@@ -20,7 +20,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from telemed.db.engine import unit_of_work
-from telemed.ecg import UnreadableRecording, model, report, service
+from telemed.ecg import UnreadableRecording, model, report, service, stats
 from telemed.ecg import workflow as wf
 from telemed.fhir.store.context import AccessContext
 from telemed.kernel.errors import Category, TelemedError
@@ -95,15 +95,15 @@ def _names(repo, refs: set[str]) -> dict[str, str]:
 
 
 def _row(stored, names: dict[str, str]) -> dict:
-    t = stored.resource
-    reading = model.reading_of(t)
+    task = stored.resource
+    reading = model.reading_of(task)
     return {
-        "id": t["id"], "state": reading.state, "priority": reading.priority, "escalation": reading.escalation,
-        "patient": names.get((t.get("for") or {}).get("reference", ""), ""),
-        "sender": names.get((t.get("requester") or {}).get("reference", ""), ""),
+        "id": task["id"], "state": reading.state, "priority": reading.priority, "escalation": reading.escalation,
+        "patient": names.get((task.get("for") or {}).get("reference", ""), ""),
+        "sender": names.get((task.get("requester") or {}).get("reference", ""), ""),
         "reader": names.get(f"Practitioner/{reading.reader}", "") if reading.reader else "",
-        "reader_id": reading.reader, "sender_id": model.ref_id(t.get("requester"), "Organization"),
-        "authored": t.get("authoredOn"), "version": stored.version_id,
+        "reader_id": reading.reader, "sender_id": model.ref_id(task.get("requester"), "Organization"),
+        "authored": task.get("authoredOn"), "version": stored.version_id,
     }  # fmt: skip
 
 
@@ -245,6 +245,27 @@ async def events(request: Request, user: CurrentUser) -> StreamingResponse:
 def _offer(queue: asyncio.Queue, text: str) -> None:
     if not queue.full():
         queue.put_nowait(text)
+
+
+@router.get("/stats", response_class=HTMLResponse)
+def stats_page(request: Request, user: CurrentUser, days: int = 14) -> HTMLResponse:
+    """ECGs per day, sending institution and reader; turnaround and critical values (bar charts in SVG)."""
+    require_roles(*SENDERS, *READERS)(user)
+    days = max(1, min(days, 92))
+    _ = gettext_for(request)
+    with _repo(request, user) as repo:
+        figures = stats.compute(repo, _services(request).clock.now(), days)
+        names = _names(repo, {f"Organization/{o}" for o, _n in figures.senders}
+                       | {f"Practitioner/{p}" for p, _n in figures.readers})  # fmt: skip
+
+    def minutes(value: float | None) -> str:
+        return "—" if value is None else _("%(minutes)s min") % {"minutes": value}
+
+    senders = [(names.get(f"Organization/{o}", o), n) for o, n in figures.senders]
+    readers = [(names.get(f"Practitioner/{p}", p), n) for p, n in figures.readers]
+    return web.render(request, "ecg/stats.html", stats=figures, days=days, minutes=minutes,
+                      per_day=stats.bars([(d.strftime("%m-%d"), n) for d, n in figures.days]),
+                      per_sender=stats.bars(senders), per_reader=stats.bars(readers))  # fmt: skip
 
 
 def _rhythm(repo, ecg: str) -> dict:
