@@ -67,14 +67,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _credentials(room: str, user: str) -> tuple[str, str]:
+def _credentials(room: str, user: str, keys) -> tuple[str, str]:
     from datetime import UTC, datetime
 
     from telemed.identity import issue_token
     from telemed.video import join
 
     now = datetime.now(UTC)
-    session = issue_token(SECRET, user, ["user/*.*"], 3600, now, ["consulting-expert"], practitioner=user)
+    session = issue_token(keys, user, ["user/*.*"], 3600, now, ["consulting-expert"], practitioner=user)
     grant = join.Grant(room, user, user, user, None, 4)
     return session, join.mint(SECRET, grant, now, ttl_seconds=600)
 
@@ -136,8 +136,12 @@ async def _room(port: int, room: int, candidates: int, creds, start: asyncio.Eve
         return elapsed
 
 
-async def _run(port: int, rooms: int, candidates: int, ramp: float) -> tuple[list[float], float]:
-    creds = [[_credentials(f"bench-{r}", f"bench-u{r}-{s}") for s in "ab"] for r in range(rooms)]
+async def _run(port: int, rooms: int, candidates: int, ramp: float, tmp: str) -> tuple[list[float], float]:
+    from telemed.db.engine import make_engine
+    from telemed.identity import TokenKeys
+
+    keys = TokenKeys(make_engine(_settings(Path(tmp)).database_url), SECRET)  # the server's database
+    creds = [[_credentials(f"bench-{r}", f"bench-u{r}-{s}", keys) for s in "ab"] for r in range(rooms)]
     start = asyncio.Event()
     tasks = [asyncio.create_task(_room(port, r, candidates, creds[r], start, ramp * r / rooms)) for r in range(rooms)]
     await asyncio.sleep(1 + rooms / 100)  # all sockets open before the clock starts
@@ -170,7 +174,7 @@ def main() -> int:
             time.sleep(0.2)
     try:
         cpu0 = _cpu_seconds(server.pid)
-        times, wall = asyncio.run(_run(port, args.rooms, args.candidates, args.ramp))
+        times, wall = asyncio.run(_run(port, args.rooms, args.candidates, args.ramp, tmp))
         cpu = _cpu_seconds(server.pid) - cpu0
     finally:
         server.terminate()

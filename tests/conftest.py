@@ -146,7 +146,7 @@ def token_for(services: Services, user: str, scopes: list[str] | None = None, tt
 
     with unit_of_work(services.engine) as conn:
         ensure_account(conn, user, user, ["platform-admin"], services.clock.now())
-    return issue_token(services.secret_key, user, scopes or ["user/*.*"], ttl, SystemClock().now(), ["platform-admin"])
+    return issue_token(services.token_keys, user, scopes or ["user/*.*"], ttl, SystemClock().now(), ["platform-admin"])
 
 
 @pytest.fixture

@@ -102,10 +102,11 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     from telemed.db.engine import make_engine, unit_of_work
-    from telemed.identity import get_account, issue_token
+    from telemed.identity import TokenKeys, get_account, issue_token
     from telemed.kernel.clock import SystemClock
 
-    with unit_of_work(make_engine(settings.database_url), write=False) as conn:
+    engine = make_engine(settings.database_url)
+    with unit_of_work(engine, write=False) as conn:
         acct = get_account(conn, args.user)
     if acct is None or not acct.active:
         print(
@@ -115,7 +116,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     scopes = args.scope or ["user/*.*"]
     ttl = args.ttl or settings.token_ttl_seconds
     token = issue_token(
-        settings.resolved_secret_key(),
+        TokenKeys(engine, settings.resolved_secret_key(), max_ttl_seconds=settings.token_ttl_seconds),
         args.user,
         scopes,
         ttl,
@@ -142,6 +143,34 @@ def _keys_rotate(settings: Settings, _args: argparse.Namespace) -> int:
         print("still under old keys: " + ", ".join(f"{k}: {n}" for k, n in sorted(left.items())))
         return 1
     print("nothing is left under old keys: they may be removed from TELEMED_ENCRYPTION_KEYS")
+    return 0
+
+
+def _signing_keys(settings: Settings):
+    from telemed.db.engine import make_engine
+    from telemed.identity import TokenKeys
+
+    return TokenKeys(make_engine(settings.database_url), settings.resolved_secret_key(),
+                     max_ttl_seconds=settings.token_ttl_seconds)  # fmt: skip
+
+
+def _keys_rotate_signing(settings: Settings, _args: argparse.Namespace) -> int:
+    keys = _signing_keys(settings)
+    kid, retired = keys.rotate()
+    print(f"access tokens are now signed with key {kid}")
+    for row in keys.describe():
+        if row["kid"] in retired:
+            until = f"{row['publish_until']:%Y-%m-%d %H:%M:%S %Z}"
+            print(f"retired {row['kid']}: still published (its tokens verify) until {until}")
+    return 0
+
+
+def _keys_list_signing(settings: Settings, _args: argparse.Namespace) -> int:
+    for row in _signing_keys(settings).describe():
+        state = "active" if row["retired"] is None else ("published" if row["published"] else "withdrawn")
+        until = f" until {row['publish_until']:%Y-%m-%d %H:%M:%S %Z}" if row["retired"] and row["published"] else ""
+        unusable = "" if row["usable"] else " (cannot be opened with this secret)"
+        print(f"{row['kid']}  {state}{until}  created {row['created']:%Y-%m-%d %H:%M:%S %Z}{unusable}")
     return 0
 
 
@@ -221,10 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     asub.add_parser("verify", help="check the hash chain; report the first broken link").set_defaults(
         func=_audit_verify
     )
-    p = sub.add_parser("keys", help="field-encryption keys")
+    p = sub.add_parser("keys", help="field-encryption keys and access-token signing keys")
     ksub = p.add_subparsers(dest="keys_command", required=True)
     ksub.add_parser("rotate", help="re-encrypt stored fields under the first (newest) key").set_defaults(
         func=_keys_rotate
+    )
+    ksub.add_parser(
+        "rotate-signing", help="sign access tokens with a new key; the old one stays published until its tokens expire"
+    ).set_defaults(func=_keys_rotate_signing)
+    ksub.add_parser("list-signing", help="the access-token signing keys and their state").set_defaults(
+        func=_keys_list_signing
     )
     p = sub.add_parser("ecg", help="ECG tools").add_subparsers(dest="ecg_command", required=True)
     e = p.add_parser("analyze", help="beats and measurements of a DICOM, HL7 aECG or WFDB (.hea) recording")

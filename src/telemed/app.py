@@ -12,7 +12,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -38,7 +38,7 @@ from telemed.fhir.subscriptions.active import ActiveSubscriptions
 from telemed.fhir.subscriptions.delivery import Dispatcher
 from telemed.fhir.subscriptions.matcher import OUTBOX_FLAG, SubscriptionHooks
 from telemed.fhir.subscriptions.websocket import Hub
-from telemed.identity import TokenError, context_from_token, oauth, tokens
+from telemed.identity import TokenError, TokenKeys, context_from_token, oauth, tokens
 from telemed.identity import api as auth_api
 from telemed.identity.revocation import Revocations
 from telemed.imaging import DicomService, Received
@@ -67,6 +67,7 @@ class Services:
     clock: Clock
     ids: IdGenerator
     secret_key: str
+    token_keys: TokenKeys
     jobs: JobRunner
     subscriptions: ActiveSubscriptions
     hooks: CompositeHooks
@@ -96,6 +97,7 @@ class Services:
             clock=clock,
             ids=ids or new_id,
             secret_key=settings.resolved_secret_key(),
+            token_keys=TokenKeys(engine, settings.resolved_secret_key(), clock, settings.token_ttl_seconds),
             jobs=JobRunner(engine, clock),
             subscriptions=subscriptions,
             hooks=CompositeHooks(
@@ -160,6 +162,11 @@ class Services:
     def start_background(self, loop) -> None:
         """Background workers of this instance: durable jobs and subscription delivery."""
         register_jobs(self)
+        # The first access-token key is made now, not inside a sign-in's transaction (SQLite has one writer).
+        try:
+            self.token_keys.signing_key()
+        except SQLAlchemyError:  # not migrated yet, or unreachable: /readyz says so; made on first use then
+            log.warning("no access-token signing key yet (database not ready)", exc_info=True)
         self.jobs.start()
         self.hub.start(loop)
         self.dispatcher.start()
@@ -190,7 +197,7 @@ class Services:
 
     def authenticate_token(self, token: str) -> AccessContext:
         try:
-            return context_from_token(self.secret_key, token)
+            return context_from_token(self.token_keys, token)
         except TokenError as exc:
             raise TelemedError(Category.UNAUTHENTICATED, str(exc)) from None
 
@@ -251,11 +258,10 @@ def _authenticate(services: Services):
             )
         invalid = {"WWW-Authenticate": 'Bearer realm="telemed", error="invalid_token"'}
         try:
-            claims = tokens.decode(services.secret_key, token.strip())
+            claims = tokens.decode(services.token_keys, token.strip())  # the keys are in the database
+            valid = services.revocations.is_valid(claims)
         except TokenError as exc:
             raise TelemedError(Category.UNAUTHENTICATED, str(exc), headers=invalid) from None
-        try:
-            valid = services.revocations.is_valid(claims)
         except OperationalError:
             raise TelemedError(Category.UNAVAILABLE, "The database is unavailable; retry shortly") from None
         if not valid:

@@ -54,8 +54,8 @@ def redeem(services, token, code, now=None):
 
 def guest_context(services, redeemed) -> AccessContext:
     """The context a guest session's repository gets (the portal decodes its cookie the same way)."""
-    token, _ttl = invitation.session_token(services.secret_key, redeemed, services.clock.now(), 3600)
-    claims = tokens.decode(services.secret_key, token, audience=tokens.GUEST_AUDIENCE)
+    token, _ttl = invitation.session_token(services.token_keys, redeemed, services.clock.now(), 3600)
+    claims = tokens.decode(services.token_keys, token, audience=tokens.GUEST_AUDIENCE)
     return tokens.context_from_claims(claims)
 
 
@@ -232,14 +232,14 @@ def test_the_guest_session_token_is_not_a_fhir_access_token(services, net):
     _inv, token, code = invite(services, net, cid)
     redeemed = redeem(services, token, code)
     now = services.clock.now()
-    session, ttl = invitation.session_token(services.secret_key, redeemed, now, 8 * 3600)
+    session, ttl = invitation.session_token(services.token_keys, redeemed, now, 8 * 3600)
     assert ttl <= int((redeemed.expires_at - now).total_seconds())
     with pytest.raises(tokens.TokenError):
-        tokens.decode(services.secret_key, session)  # what /fhir and /api use
+        tokens.decode(services.token_keys, session)  # what /fhir and /api use
     claims = jwt.decode(session, options={"verify_signature": False})
     assert claims["aud"] == tokens.GUEST_AUDIENCE and claims["consultation"] == cid and "org" not in claims
     assert claims["exp"] <= int(redeemed.expires_at.timestamp()) + 1
-    assert invitation.session_token(services.secret_key, redeemed, now, 600)[1] == 600  # the shorter one wins
+    assert invitation.session_token(services.token_keys, redeemed, now, 600)[1] == 600  # the shorter one wins
 
 
 def test_the_guest_signs_and_access_closes_after_the_follow_up_or_on_removal(services, net):

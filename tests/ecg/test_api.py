@@ -14,7 +14,7 @@ DICOM = open(get_testdata_file("waveform_ecg.dcm"), "rb").read()
 
 def bearer(services, net, who, roles):
     ctx = net.ctx(who)
-    token = issue_token(services.secret_key, ctx.user, ["user/*.*"], 3600, SystemClock().now(), roles,
+    token = issue_token(services.token_keys, ctx.user, ["user/*.*"], 3600, SystemClock().now(), roles,
                         organization=ctx.organization, practitioner=ctx.practitioner)  # fmt: skip
     return {"Authorization": f"Bearer {token}"}
 

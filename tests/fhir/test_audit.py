@@ -21,7 +21,7 @@ from tests.conftest import make_settings, unique
 
 def headers_for(services, role: str, org: str | None = None, user: str | None = None) -> dict:
     token = issue_token(
-        services.secret_key, user or unique(role), ["user/*.*"], 600, services.clock.now(), [role], organization=org
+        services.token_keys, user or unique(role), ["user/*.*"], 600, services.clock.now(), [role], organization=org
     )
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 

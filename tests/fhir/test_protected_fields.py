@@ -15,7 +15,7 @@ RESIDENT_ID = "urn:oid:2.16.156.10011.1.1"
 
 def headers(services, role: str, org: str, user: str | None = None) -> dict:
     token = issue_token(
-        services.secret_key, user or unique(role), ["user/*.*"], 600, services.clock.now(), [role], organization=org
+        services.token_keys, user or unique(role), ["user/*.*"], 600, services.clock.now(), [role], organization=org
     )
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 

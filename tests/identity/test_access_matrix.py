@@ -85,7 +85,7 @@ def caller(services, world: World, role: str, relation: str) -> tuple[dict, Acce
     org = world.orgs["province"] if relation.startswith("expert") else world.orgs[relation]
     patient = world.patient if (role == "patient" and relation == "own") else None
     token = issue_token(
-        services.secret_key, unique(role), ["user/*.*"], 600, services.clock.now(), [role],
+        services.token_keys, unique(role), ["user/*.*"], 600, services.clock.now(), [role],
         organization=None if role == "patient" else org, practitioner=practitioner, patient=patient,
     )  # fmt: skip
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}, AccessContext(

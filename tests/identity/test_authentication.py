@@ -102,7 +102,7 @@ def test_password_policy_and_history(server, services):
 
 def test_scopes_limit_what_a_token_can_do(server, services):
     read_only = issue_token(
-        services.secret_key, unique("r"), ["user/Patient.rs"], 600, services.clock.now(), ["platform-admin"]
+        services.token_keys, unique("r"), ["user/Patient.rs"], 600, services.clock.now(), ["platform-admin"]
     )
     h = bearer(read_only)
     assert httpx.get(f"{server.url}/fhir/Patient", headers=h).status_code == 200
@@ -143,7 +143,7 @@ def test_logins_are_audited(server, services):
     user = make_user(services)
     login(server.url, user, "Wrong-Password-1")
     login(server.url, user)
-    auditor = issue_token(services.secret_key, "aud", ["user/*.*"], 600, services.clock.now(), ["auditor"])
+    auditor = issue_token(services.token_keys, "aud", ["user/*.*"], 600, services.clock.now(), ["auditor"])
     found = httpx.get(f"{server.url}/fhir/AuditEvent", params={"agent": user}, headers=bearer(auditor)).json()
     kinds = sorted(e["resource"]["subtype"][0]["code"] for e in found["entry"])
     assert kinds == ["login", "login-failed"]

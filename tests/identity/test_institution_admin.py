@@ -11,7 +11,7 @@ from tests.conftest import unique
 
 def headers(services, role: str, org: str | None) -> dict:
     token = issue_token(
-        services.secret_key, unique(role), ["user/*.*"], 600, services.clock.now(), [role], organization=org
+        services.token_keys, unique(role), ["user/*.*"], 600, services.clock.now(), [role], organization=org
     )
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 

@@ -210,7 +210,7 @@ def test_smart_configuration(server):
         assert conf["introspection_endpoint"] == f"{server.url}/oauth/introspect"
         assert conf["revocation_endpoint"] == f"{server.url}/oauth/revoke"
         assert conf["code_challenge_methods_supported"] == ["S256"]
-        assert set(conf["grant_types_supported"]) == {"authorization_code", "client_credentials"}
+        assert set(conf["grant_types_supported"]) == {"authorization_code", "client_credentials", "refresh_token"}
         assert "context-standalone-patient" not in conf["capabilities"]
         assert "client-confidential-symmetric" in conf["capabilities"]
 
@@ -221,7 +221,7 @@ def test_token_issue_and_refusal_are_audited(server, services):
     cid, secret = _system_client(services)
     _token(server.url, {"grant_type": "client_credentials"}, auth=(cid, secret))
     _token(server.url, {"grant_type": "client_credentials"}, auth=(cid, "wrong"))
-    auditor = issue_token(services.secret_key, "aud", ["user/*.*"], 600, services.clock.now(), ["auditor"])
+    auditor = issue_token(services.token_keys, "aud", ["user/*.*"], 600, services.clock.now(), ["auditor"])
     found = httpx.get(
         f"{server.url}/fhir/AuditEvent", params={"agent": f"client:{cid}"}, headers=bearer(auditor)
     ).json()

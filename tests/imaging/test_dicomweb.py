@@ -26,7 +26,7 @@ def scoped_token(services, org: str) -> str:
     with unit_of_work(services.engine) as conn:
         ensure_account(conn, user, user, ["radiologist"], services.clock.now(), None, org)
     return issue_token(
-        services.secret_key, user, ["user/*.*"], 3600, SystemClock().now(), ["radiologist"], organization=org
+        services.token_keys, user, ["user/*.*"], 3600, SystemClock().now(), ["radiologist"], organization=org
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from telemed.app import Services, create_app
+from telemed.db.migrate import upgrade
 from telemed.identity import issue_token
 from telemed.kernel.clock import SystemClock
 from tests.conftest import LiveServer, make_settings
@@ -28,7 +29,10 @@ def test_readyz_reports_an_unmigrated_or_unreachable_database(tmp_path):
 
 def test_database_down_is_503_operation_outcome(tmp_path):
     svc = Services.from_settings(make_settings(tmp_path, "postgresql://nobody@127.0.0.1:1/none"))
-    token = issue_token(svc.secret_key, "x", ["user/*.*"], 60, SystemClock().now(), [])
+    # A token signed elsewhere: the signing keys live in the database, so checking it needs the database too.
+    signer = Services.from_settings(make_settings(tmp_path, f"sqlite:///{tmp_path}/keys.db"))
+    upgrade(signer.engine)
+    token = issue_token(signer.token_keys, "x", ["user/*.*"], 60, SystemClock().now(), [])
     with LiveServer(create_app(svc)) as live:
         r = httpx.get(live.url + "/fhir/Patient/1", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 503

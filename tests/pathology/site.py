@@ -37,7 +37,7 @@ def make_site(services, name: str = "青山县人民医院") -> Site:
             conn, f"{name} 切片网关", scopes=SCOPES.split(), roles=["requesting-doctor"], organization_id=org
         )
         ensure_account(conn, viewer, "病理医生", ["pathologist"], services.clock.now(), None, org)
-    token = issue_token(services.secret_key, viewer, ["user/*.*"], 3600, SystemClock().now(), ["pathologist"],
+    token = issue_token(services.token_keys, viewer, ["user/*.*"], 3600, SystemClock().now(), ["pathologist"],
                         organization=org)  # fmt: skip
     return Site(org, client_id, secret, viewer, token)
 

@@ -35,7 +35,7 @@ def test_annotations_are_shared_with_participants_and_hidden_from_others(service
             "sha256": digest, "patient": {"value": "MRN-ANN-1"}}  # fmt: skip
     with _gateway(server, site) as gw:
         sid = gw.post("/slides", json=body).json()["id"]
-    second = issue_token(services.secret_key, "second-reader", ["user/*.*"], 600, SystemClock().now(), ["pathologist"],
+    second = issue_token(services.token_keys, "second-reader", ["user/*.*"], 600, SystemClock().now(), ["pathologist"],
                          organization=site.org)  # fmt: skip
     url = f"{server.url}/api/pathology/slides/{sid}/annotations"
 

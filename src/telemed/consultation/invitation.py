@@ -47,6 +47,7 @@ from telemed.db.schema import invitation as t_invitation
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.identity import ensure_account, tokens
+from telemed.identity.keys import TokenKeys
 from telemed.identity.signin import audit_account
 from telemed.kernel.clock import FixedClock, as_utc
 from telemed.kernel.errors import Category, Issue, TelemedError
@@ -398,14 +399,14 @@ def redeem(
     return result
 
 
-def session_token(secret: str, redeemed: Redeemed, now: datetime, max_ttl_seconds: int) -> tuple[str, int]:
+def session_token(keys: TokenKeys, redeemed: Redeemed, now: datetime, max_ttl_seconds: int) -> tuple[str, int]:
     """A portal session for the external expert: role consulting-expert, their Practitioner, no
     institution, bound to the one consultation (claim ``consultation``) and of the guest audience
     that only the portal accepts; it ends with the invitation (or the normal session length if
     sooner). Returns the token and its lifetime in seconds."""
     ttl = max(1, min(max_ttl_seconds, int((redeemed.expires_at - now).total_seconds())))
     token = tokens.issue_token(
-        secret, redeemed.username, ["user/*.*"], ttl, now, [EXPERT_ROLE], practitioner=redeemed.practitioner,
+        keys, redeemed.username, ["user/*.*"], ttl, now, [EXPERT_ROLE], practitioner=redeemed.practitioner,
         audience=tokens.GUEST_AUDIENCE, extra={tokens.GUEST_CONSULTATION_CLAIM: redeemed.consultation},
     )  # fmt: skip
     return token, ttl

@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -393,4 +394,40 @@ invitation = Table(
     Column("created_by", String(64), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Index("ix_invitation_consultation", "consultation_id"),
+)
+
+# Access-token signing keys (RS256, telemed.identity.keys): shared by every instance, published as a
+# JWK Set. A retired key signs nothing but stays published until ``publish_until``. The private
+# half is sealed with a key derived from the server secret.
+token_key = Table(
+    "token_key",
+    metadata,
+    Column("kid", String(64), primary_key=True),  # RFC 7638 JWK thumbprint of the public key
+    Column("algorithm", String(16), nullable=False),
+    Column("public_key", Text, nullable=False),  # PEM (SubjectPublicKeyInfo)
+    Column("private_key_encrypted", Text, nullable=False),  # base64url(nonce | AES-GCM(PKCS#8 DER))
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("retired", DateTime(timezone=True), nullable=True),
+    Column("publish_until", DateTime(timezone=True), nullable=True),
+    Column("longest_expiry", DateTime(timezone=True), nullable=True),  # of a token outliving the usual TTL
+)
+
+# OAuth refresh tokens (telemed.identity.refresh): opaque, stored as SHA-256, single use. Each use
+# issues the next token of the same ``family``; presenting a used one again revokes the family.
+refresh_token = Table(
+    "refresh_token",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("family", String(64), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("issued", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Column("used", DateTime(timezone=True), nullable=True),
+    Column("revoked", DateTime(timezone=True), nullable=True),
+    Column("access_jti", String(64), nullable=True),  # the access token issued with it
+    Column("access_expires", DateTime(timezone=True), nullable=True),
+    Index("ix_refresh_token_family", "family"),
+    Index("ix_refresh_token_username", "username"),
 )

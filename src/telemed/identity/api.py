@@ -45,7 +45,7 @@ def _claims(request: Request) -> dict:
     if scheme.lower() != "bearer" or not token:
         raise TelemedError(Category.UNAUTHENTICATED, "A bearer access token is required")
     try:
-        claims = tokens.decode(services.secret_key, token.strip())
+        claims = tokens.decode(services.token_keys, token.strip())
     except tokens.TokenError as exc:
         raise TelemedError(Category.UNAUTHENTICATED, str(exc)) from None
     if not services.revocations.is_valid(claims):

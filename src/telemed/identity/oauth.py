@@ -1,6 +1,7 @@
 """OAuth 2.0 for the FHIR API (SMART App Launch v2 style): authorize (code + PKCE S256), token
-(authorization_code, client_credentials), introspection (RFC 7662), revocation (RFC 7009) and
-``/.well-known/smart-configuration``.
+(authorization_code, client_credentials, refresh_token with rotation), introspection (RFC 7662),
+revocation (RFC 7009), ``/.well-known/smart-configuration`` and the JWK Set that verifies our
+access tokens (``/.well-known/jwks.json``).
 
 The access tokens are the platform's own (:func:`telemed.identity.tokens.issue_token`) plus an
 RFC 9068 ``client_id`` claim. Authlib supplies the PKCE pieces (verifier/challenge grammar and
@@ -36,7 +37,7 @@ from sqlalchemy import delete, insert, select
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import oauth_code as t_code
 from telemed.identity import login as login_service
-from telemed.identity import revocation, signin, tokens
+from telemed.identity import refresh, revocation, signin, tokens
 from telemed.identity.accounts import get_account
 from telemed.identity.oauth_clients import (
     Client,
@@ -45,6 +46,7 @@ from telemed.identity.oauth_clients import (
     basic_credentials,
     get_client,
     grant_scopes,
+    refresh_scope,
     register_client,
 )
 from telemed.kernel.clock import as_utc
@@ -133,20 +135,21 @@ def _issue(services, client: Client, user: str, scopes: list[str], roles: list[s
     """Our access token with the RFC 9068 ``client_id`` claim added, so introspection and
     revocation know which client it was issued to (``issue_token`` keeps the claim shape)."""
     token = tokens.issue_token(
-        services.secret_key, user, scopes, services.settings.token_ttl_seconds, services.clock.now(), roles, **context
-    )
-    claims = jwt.decode(token, options={"verify_signature": False})
-    claims["client_id"] = client.client_id
-    return jwt.encode(claims, services.secret_key, algorithm=tokens.ALGORITHM), claims
+        services.token_keys, user, scopes, services.settings.token_ttl_seconds, services.clock.now(), roles,
+        extra={"client_id": client.client_id}, **context,
+    )  # fmt: skip
+    return token, jwt.decode(token, options={"verify_signature": False})
 
 
-def _token_response(services, token: str, claims: dict) -> JSONResponse:
+def _token_response(services, token: str, claims: dict, refresh_token: str | None = None) -> JSONResponse:
     body = {
         "access_token": token,
         "token_type": "Bearer",
         "expires_in": services.settings.token_ttl_seconds,
         "scope": claims["scope"],
     }
+    if refresh_token:
+        body["refresh_token"] = refresh_token
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -166,6 +169,7 @@ def _claimed_client_id(request: Request, fields: dict[str, str]) -> str | None:
 def post_token(request: Request, form: FormBody) -> Response:
     services = _services(request)
     who = "anonymous"
+    refresh_token = None
     try:
         fields = form.fields()
         claimed = _claimed_client_id(request, fields)
@@ -173,25 +177,28 @@ def post_token(request: Request, form: FormBody) -> Response:
         with unit_of_work(services.engine, write=False) as conn:
             client = authenticate_client(
                 conn, request.headers.get("authorization", ""), fields,
-                allow_public=fields.get("grant_type") == "authorization_code",
+                allow_public=fields.get("grant_type") in ("authorization_code", "refresh_token"),
             )  # fmt: skip
         who = f"client:{client.client_id}"
         grant = fields.get("grant_type")
         if not grant:
             raise OAuthError("invalid_request", "grant_type is required")
-        if grant not in ("client_credentials", "authorization_code"):
+        if grant not in ("client_credentials", "authorization_code", "refresh_token"):
             raise OAuthError("unsupported_grant_type", f"Unsupported grant_type {grant!r}")
-        if grant not in client.grant_types:
+        # Refresh tokens come only from the authorization code grant.
+        if (grant if grant != "refresh_token" else "authorization_code") not in client.grant_types:
             raise OAuthError("unauthorized_client", f"The client may not use the {grant} grant")
         if grant == "client_credentials":
             token, claims = _client_credentials(services, request, client, fields)
+        elif grant == "authorization_code":
+            token, claims, who, refresh_token = _authorization_code(services, request, client, fields)
         else:
-            token, claims, who = _authorization_code(services, request, client, fields)
+            token, claims, who, refresh_token = _refresh(services, request, client, fields)
     except OAuthError as exc:
         with unit_of_work(services.engine) as conn:
             _audit(conn, services, who[:64], "token-refused", "4", request, f"{exc.error}: {exc.description}")
         return _oauth_error(exc)
-    return _token_response(services, token, claims)
+    return _token_response(services, token, claims, refresh_token)
 
 
 def _client_credentials(services, request: Request, client: Client, fields: dict) -> tuple[str, dict]:
@@ -217,7 +224,9 @@ def _consume_code(services, code: str) -> object | None:
     return row
 
 
-def _authorization_code(services, request: Request, client: Client, fields: dict) -> tuple[str, dict, str]:
+def _authorization_code(
+    services, request: Request, client: Client, fields: dict
+) -> tuple[str, dict, str, str | None]:
     code, verifier = fields.get("code", ""), fields.get("code_verifier", "")
     if not code:
         raise OAuthError("invalid_request", "code is required")
@@ -245,10 +254,52 @@ def _authorization_code(services, request: Request, client: Client, fields: dict
             services, client, acct.username, list(row.scopes), list(acct.roles),
             organization=acct.organization_id, practitioner=acct.practitioner_id,
         )  # fmt: skip
-        _audit(
-            conn, services, acct.username, "token-issue", "0", request, f"client {client.client_id}: {claims['scope']}"
-        )
-    return token, claims, acct.username
+        refresh_token = None
+        if refresh.wants_refresh(list(row.scopes)):
+            refresh_token = refresh.issue(conn, client.client_id, acct.username, list(row.scopes), now, claims)
+        note = f"client {client.client_id}: {claims['scope']}" + ("; refresh token" if refresh_token else "")
+        _audit(conn, services, acct.username, "token-issue", "0", request, note)
+    return token, claims, acct.username, refresh_token
+
+
+def _refresh(services, request: Request, client: Client, fields: dict) -> tuple[str, dict, str, str]:
+    """grant_type=refresh_token: the next access and refresh token of the family (the used one is
+    spent). A reused token revokes its family, audited, and is refused."""
+    presented = fields.get("refresh_token")
+    if not presented:
+        raise OAuthError("invalid_request", "refresh_token is required")
+    now = services.clock.now()
+    refused = None
+    with unit_of_work(services.engine) as conn:
+        try:
+            grant = refresh.redeem(conn, presented, client.client_id, now)
+        except refresh.RefreshRefused as exc:
+            refused = exc
+            if exc.reuse:  # committed with the family's revocation
+                note = f"client {client.client_id}: a used refresh token was presented again; its family is revoked"
+                _audit(conn, services, exc.username or "anonymous", "token-reuse", "8", request, note)
+        else:
+            acct = get_account(conn, grant.username)
+            if acct is None or not acct.active:
+                raise OAuthError("invalid_grant", "The user's account is no longer active")
+            scopes = grant.scopes
+            if fields.get("scope"):  # RFC 6749 §6: a subset of what was granted
+                asked = list(dict.fromkeys(fields["scope"].split()))
+                if any(s not in grant.scopes for s in asked):
+                    raise OAuthError("invalid_scope", "The scope asks for more than was granted")
+                scopes = asked
+            token, claims = _issue(
+                services, client, acct.username, scopes, list(acct.roles),
+                organization=acct.organization_id, practitioner=acct.practitioner_id,
+            )  # fmt: skip
+            next_token = refresh.issue(conn, client.client_id, acct.username, grant.scopes, now, claims, grant)
+            _audit(conn, services, acct.username, "token-issue", "0", request,
+                   f"client {client.client_id}: refresh_token: {claims['scope']}")  # fmt: skip
+    if refused is not None:
+        if refused.reuse and refused.username:
+            services.revocations.forget_user(refused.username)
+        raise OAuthError("invalid_grant", refused.description)
+    return token, claims, acct.username, next_token
 
 
 # --- authorize endpoint (login page) ---------------------------------------------------------
@@ -302,9 +353,11 @@ def _authorization_request(conn, request: Request, params: dict[str, str]) -> _A
         raise OAuthError("invalid_request", f"aud must be this server's FHIR base URL {_fhir_base(request)}")
     if len(params.get("state") or "") > 1024:
         raise OAuthError("invalid_request", "state is too long")
-    scopes = grant_scopes(params.get("scope", "").split(), client.scopes, "user")
+    requested = params.get("scope", "").split()
+    scopes = grant_scopes(requested, client.scopes, "user")
     if not scopes:
         raise OAuthError("invalid_scope", "None of the requested user/ scopes is allowed for this client")
+    scopes += refresh_scope(requested, client.scopes)
     echoed = {k: params[k] for k in _ECHOED if params.get(k) is not None}
     return _AuthRequest(client, redirect_uri, params.get("state"), params["code_challenge"], scopes, echoed)
 
@@ -474,16 +527,21 @@ def post_introspect(request: Request, form: FormBody) -> Response:
     try:
         fields = form.fields()
         with unit_of_work(services.engine, write=False) as conn:
-            authenticate_client(conn, request.headers.get("authorization", ""), fields, allow_public=False)
+            caller = authenticate_client(conn, request.headers.get("authorization", ""), fields, allow_public=False)
         token = fields.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required")
     except OAuthError as exc:
         return _oauth_error(exc)
     try:
-        claims = tokens.decode(services.secret_key, token)
+        claims = tokens.decode(services.token_keys, token)
     except tokens.TokenError:
-        return JSONResponse({"active": False}, headers=NO_STORE)
+        # Perhaps a refresh token: only the client it was issued to learns about it.
+        with unit_of_work(services.engine, write=False) as conn:
+            info = refresh.introspect(conn, token, services.clock.now())
+        if info is None or info["client_id"] != caller.client_id:
+            return JSONResponse({"active": False}, headers=NO_STORE)
+        return JSONResponse(info, headers=NO_STORE)
     if not services.revocations.is_valid(claims):
         return JSONResponse({"active": False}, headers=NO_STORE)
     body = {"active": True, "token_type": "Bearer"}
@@ -506,8 +564,9 @@ def post_revoke(request: Request, form: FormBody) -> Response:
         if not token:
             raise OAuthError("invalid_request", "token is required")
         try:
-            claims = tokens.decode(services.secret_key, token)
+            claims = tokens.decode(services.token_keys, token)
         except tokens.TokenError:
+            _revoke_refresh(services, request, client, token)
             return Response(status_code=200, headers=NO_STORE)  # RFC 7009 §2.2: invalid tokens are fine
         if claims.get("client_id") != client.client_id:
             raise OAuthError("unauthorized_client", "The token was not issued to this client")
@@ -520,6 +579,17 @@ def post_revoke(request: Request, form: FormBody) -> Response:
     return Response(status_code=200, headers=NO_STORE)
 
 
+def _revoke_refresh(services, request: Request, client: Client, token: str) -> None:
+    """RFC 7009 for a refresh token of ``client``: its family (and their access tokens) end."""
+    with unit_of_work(services.engine) as conn:
+        username = refresh.revoke(conn, token, client.client_id, services.clock.now())
+        if username:
+            note = f"refresh token, by client {client.client_id}"
+            _audit(conn, services, username, "token-revoke", "0", request, note)
+    if username:
+        services.revocations.forget_user(username)
+
+
 # --- discovery -------------------------------------------------------------------------------
 
 
@@ -530,19 +600,30 @@ def smart_configuration(request: Request) -> JSONResponse:
         "token_endpoint": f"{root}/oauth/token",
         "introspection_endpoint": f"{root}/oauth/introspect",
         "revocation_endpoint": f"{root}/oauth/revoke",
+        "jwks_uri": f"{root}/.well-known/jwks.json",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": ["user/*.cruds", "user/*.rs", "system/*.cruds", "system/*.rs"],
-        # No launch context (patient/encounter), no OpenID Connect, no refresh tokens yet.
+        "scopes_supported": [
+            "user/*.cruds", "user/*.rs", "system/*.cruds", "system/*.rs", "offline_access", "online_access",
+        ],
+        # No launch context (patient/encounter) and no OpenID Connect (ID tokens) yet.
         "capabilities": [
             "launch-standalone", "client-public", "client-confidential-symmetric",
-            "permission-user", "permission-v1", "permission-v2",
+            "permission-user", "permission-v1", "permission-v2", "permission-offline", "permission-online",
         ],
     }  # fmt: skip
     return JSONResponse(body, headers={"Cache-Control": "max-age=3600"})
 
+
+def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify our access tokens (RFC 7517 JWK Set), retired ones included
+    until the last token they signed has expired."""
+    return JSONResponse(_services(request).token_keys.jwks(), headers={"Cache-Control": "max-age=300"})
+
+
+router.add_api_route("/.well-known/jwks.json", jwks, methods=["GET"], tags=["oauth"])
 
 # SMART serves it under the FHIR base URL; the root copy is for generic OAuth discovery clients.
 router.add_api_route("/.well-known/smart-configuration", smart_configuration, methods=["GET"], tags=["oauth"])

@@ -19,11 +19,13 @@ from sqlalchemy import Connection, insert, select
 
 from telemed.db.schema import oauth_client as t_client
 from telemed.identity import passwords
+from telemed.identity.refresh import SCOPES as REFRESH_SCOPES
 
 _DUMMY_HASH = passwords.hash_password("not-a-real-client-secret-Zq9!")
 GRANT_TYPES = ("authorization_code", "client_credentials")
 
-# SMART scopes: ``system|user/<Type|*>.<v1 read|write|* or v2 c r u d s>``. Query-qualified v2
+# SMART scopes: ``system|user/<Type|*>.<v1 read|write|* or v2 c r u d s>``, plus ``offline_access``
+# and ``online_access`` (a refresh token with the authorization code grant). Query-qualified v2
 # scopes (``?category=...``) and ``patient/`` scopes (no patient launch context yet) are not granted.
 _SCOPE = re.compile(r"^(system|user)/([A-Z][A-Za-z]{1,63}|\*)\.(read|write|\*|[cruds]{1,5})$")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -72,7 +74,7 @@ def register_client(
         raise ValueError("A public client cannot use client_credentials")
     if "authorization_code" in grant_types and not redirect_uris:
         raise ValueError("The authorization code grant needs at least one redirect URI")
-    bad = [s for s in scopes if not _SCOPE.match(s)]
+    bad = [s for s in scopes if not _SCOPE.match(s) and s not in REFRESH_SCOPES]
     if bad:
         raise ValueError(f"Unsupported scopes: {bad}")
     client_id = client_id or "c-" + secrets.token_hex(10)
@@ -170,3 +172,10 @@ def grant_scopes(requested: list[str], allowed: list[str], context: str) -> list
         return allowed
     wanted = [s for s in dict.fromkeys(requested) if s.startswith(context + "/")]
     return [s for s in wanted if any(covers(a, s) for a in allowed)]
+
+
+def refresh_scope(requested: list[str], allowed: list[str]) -> list[str]:
+    """``offline_access`` or ``online_access`` when requested and allowed for the client (offline
+    wins when both are asked for): the token response then carries a refresh token."""
+    granted = [s for s in REFRESH_SCOPES if s in requested and s in allowed]
+    return granted[:1]

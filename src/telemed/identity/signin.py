@@ -23,12 +23,14 @@ from telemed.fhir.store.context import AccessContext
 from telemed.identity import login as login_service
 from telemed.identity import revocation, tokens
 from telemed.identity.accounts import get_account
+from telemed.identity.keys import TokenKeys
 from telemed.identity.login import LoginResult, SecondFactorRequired
 from telemed.identity.revocation import Revocations
 from telemed.kernel.clock import Clock
 from telemed.kernel.errors import Category, TelemedError
 
 CHALLENGE_TTL = timedelta(minutes=5)
+CHALLENGE_ALGORITHM = "HS256"  # made and checked by this server only: a MAC under its secret
 CHALLENGE_AUDIENCE = "telemed-mfa-challenge"  # never accepted where an access token is expected
 CHALLENGE_EXPIRED = "The sign-in has expired; enter the password again"
 
@@ -44,6 +46,7 @@ class SignInServices(Protocol):
     engine: Engine
     clock: Clock
     secret_key: str
+    token_keys: TokenKeys
     settings: _Settings
     revocations: Revocations | None
 
@@ -71,7 +74,7 @@ def audit_account(
 def issue(services: SignInServices, result: LoginResult) -> tuple[str, dict]:
     """An access token for a login result (the claims /api/auth/login and the portal share)."""
     token = tokens.issue_token(
-        services.secret_key, result.username, result.scopes, services.settings.token_ttl_seconds,
+        services.token_keys, result.username, result.scopes, services.settings.token_ttl_seconds,
         services.clock.now(), result.roles, organization=result.organization, practitioner=result.practitioner,
     )  # fmt: skip
     # Our own fresh token: read back without checks (an injected clock may be far from the wall clock).
@@ -174,14 +177,14 @@ def mfa_challenge(secret: str, username: str, now: datetime) -> str:
     between the two steps of a login (never usable as an access token: another audience)."""
     claims = {"sub": username, "aud": CHALLENGE_AUDIENCE, "iat": int(now.timestamp()),
               "exp": int((now + CHALLENGE_TTL).timestamp())}  # fmt: skip
-    return jwt.encode(claims, secret, algorithm=tokens.ALGORITHM)
+    return jwt.encode(claims, secret, algorithm=CHALLENGE_ALGORITHM)
 
 
 def verify_challenge(secret: str, challenge: str) -> str:
     """The user name of a valid challenge; raises UNAUTHENTICATED when it is expired or forged."""
     try:
         claims = jwt.decode(
-            challenge, secret, algorithms=[tokens.ALGORITHM], audience=CHALLENGE_AUDIENCE,
+            challenge, secret, algorithms=[CHALLENGE_ALGORITHM], audience=CHALLENGE_AUDIENCE,
             options={"require": ["exp", "sub"]},
         )  # fmt: skip
     except jwt.PyJWTError:

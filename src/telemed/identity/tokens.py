@@ -1,7 +1,10 @@
-"""Bearer access tokens: JWTs (RFC 7519) signed with the server key (HS256).
+"""Bearer access tokens: JWTs (RFC 7519, RFC 9068 shape) signed RS256 with the platform's key ring.
 
-Scopes follow SMART on FHIR's ``user/Type.read|write|*`` shape, so the OAuth2 flows of the identity
-issue can issue the same tokens.
+The header names the signing key (``kid``); the public keys are published at
+``/.well-known/jwks.json`` (:mod:`telemed.identity.keys`), so resource servers and SMART apps can
+verify a token without any shared secret, and keys rotate without invalidating issued tokens.
+Scopes follow SMART on FHIR's ``user/Type.read|write|*`` shape; the OAuth 2.0 flows, the login API,
+the portal session and ``telemed token create`` all issue tokens here.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from datetime import datetime, timedelta
 import jwt
 
 from telemed.fhir.store.context import AccessContext
+from telemed.identity.keys import ALGORITHM, TokenKeys
 from telemed.identity.policy import clinical_mode, may_reveal
 
 ISSUER = "telemed"
@@ -21,15 +25,21 @@ AUDIENCE = "telemed-fhir"
 # /fhir or /api. The claim ``consultation`` names the one consultation the session may open.
 GUEST_AUDIENCE = "telemed-portal-guest"
 GUEST_CONSULTATION_CLAIM = "consultation"
-ALGORITHM = "HS256"
+__all__ = ["ALGORITHM", "TokenError", "issue_token", "decode", "context_from_token", "context_from_claims"]
 
 
 class TokenError(Exception):
     """The token is missing, malformed, expired or not signed by us."""
 
 
+def _keys(keys: TokenKeys) -> TokenKeys:
+    if not isinstance(keys, TokenKeys):  # the former HS256 API took the server secret here
+        raise TypeError("Access tokens are signed with the key ring: pass services.token_keys, not a secret")
+    return keys
+
+
 def issue_token(
-    secret: str,
+    keys: TokenKeys,
     user: str,
     scopes: list[str],
     ttl_seconds: int,
@@ -59,16 +69,34 @@ def issue_token(
     for key, value in (("org", organization), ("practitioner", practitioner), ("patient", patient)):
         if value:
             claims[key] = value
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return sign_claims(keys, claims, ttl_seconds)
 
 
-def decode(secret: str, token: str, audience: str | tuple[str, ...] = AUDIENCE) -> dict:
-    """The verified claims of a token (signature, issuer, audience, expiry); raises TokenError.
+def sign_claims(keys: TokenKeys, claims: dict, ttl_seconds: int | None = None) -> str:
+    """``claims`` as a JWT signed with the active key (``kid`` in the header)."""
+    kid, private = _keys(keys).signing_key(ttl_seconds)
+    return jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def decode(keys: TokenKeys, token: str, audience: str | tuple[str, ...] = AUDIENCE) -> dict:
+    """The verified claims of a token (signature by a published key, issuer, audience, expiry);
+    raises TokenError.
 
     Only platform access tokens by default: a guest session token (another audience) is refused."""
     try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"The access token is invalid ({exc})") from None
+    kid = header.get("kid")
+    # The algorithm is ours, never the token's: only RS256 with a key of our ring verifies.
+    if header.get("alg") != ALGORITHM or not isinstance(kid, str):
+        raise TokenError("The access token is invalid (not signed with a platform key)")
+    public = _keys(keys).verification_key(kid[:128])
+    if public is None:
+        raise TokenError("The access token is invalid (unknown or withdrawn signing key)")
+    try:
         return jwt.decode(
-            token, secret, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER, options={"require": ["exp", "sub"]}
+            token, public, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER, options={"require": ["exp", "sub"]}
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("The access token has expired") from None
@@ -76,8 +104,8 @@ def decode(secret: str, token: str, audience: str | tuple[str, ...] = AUDIENCE) 
         raise TokenError(f"The access token is invalid ({exc})") from None
 
 
-def context_from_token(secret: str, token: str) -> AccessContext:
-    return context_from_claims(decode(secret, token))
+def context_from_token(keys: TokenKeys, token: str) -> AccessContext:
+    return context_from_claims(decode(keys, token))
 
 
 def context_from_claims(claims: dict) -> AccessContext:

@@ -34,6 +34,7 @@ from telemed.db.engine import unit_of_work
 from telemed.fhir.store.context import AccessContext
 from telemed.identity import tokens
 from telemed.identity.accounts import get_account
+from telemed.identity.keys import TokenKeys
 from telemed.identity.login import ENROLL_SCOPE
 from telemed.kernel.errors import Category, TelemedError
 from telemed.portal.exceptions import PortalError, PortalRedirect
@@ -102,10 +103,10 @@ def _is_guest(claims: dict) -> bool:
     return tokens.GUEST_AUDIENCE in ([aud] if isinstance(aud, str) else (aud or []))
 
 
-def decode_session(secret: str, token: str) -> dict:
+def decode_session(keys: TokenKeys, token: str) -> dict:
     """The claims of a session cookie's token: a platform access token, or a guest token that
     names its consultation; raises TokenError otherwise."""
-    claims = tokens.decode(secret, token, audience=(tokens.AUDIENCE, tokens.GUEST_AUDIENCE))
+    claims = tokens.decode(keys, token, audience=(tokens.AUDIENCE, tokens.GUEST_AUDIENCE))
     if _is_guest(claims) and not claims.get(tokens.GUEST_CONSULTATION_CLAIM):
         raise tokens.TokenError("A guest session must name its consultation")
     return claims
@@ -123,7 +124,7 @@ def _resolve(request: Request) -> PortalUser | None:
         return None
     services = _services(request)
     try:
-        claims = decode_session(services.secret_key, token)
+        claims = decode_session(services.token_keys, token)
     except tokens.TokenError:
         return None
     try:
@@ -250,12 +251,13 @@ def set_pre_session_cookie(request: Request, response: Response) -> None:
 
 
 def _expected_tokens(request: Request) -> list[str]:
-    secret = _services(request).secret_key
+    services = _services(request)
+    secret = services.secret_key
     expected = []
     session = request.cookies.get(SESSION_COOKIE)
     if session:
         try:
-            expected.append(csrf_for_session(secret, decode_session(secret, session).get("jti", "")))
+            expected.append(csrf_for_session(secret, decode_session(services.token_keys, session).get("jti", "")))
         except tokens.TokenError:
             pass
     nonce = request.cookies.get(PRE_SESSION_COOKIE)
@@ -287,8 +289,8 @@ def _secure(request: Request) -> bool:
 def adopt(request: Request, token: str, display_name: str) -> PortalUser:
     """Treat ``token`` (just issued) as this request's session: the page rendered next shows the
     new user and CSRF token. The response must still get :func:`set_session_cookie`."""
-    secret = _services(request).secret_key
-    user = _user(secret, decode_session(secret, token), display_name)
+    services = _services(request)
+    user = _user(services.secret_key, decode_session(services.token_keys, token), display_name)
     request.state.portal_user = user
     return user
 

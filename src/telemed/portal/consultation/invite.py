@@ -103,7 +103,7 @@ def redeem(request: Request, token: str, code: Annotated[str, Form(max_length=32
         # 200, as the login form: a 401 would need a WWW-Authenticate challenge.
         error = _("The code is not valid. %(n)s tries left.", n=exc.attempts_left)
         return _code_page(request, token, 200, error)
-    guest, ttl = invitation.session_token(svc.secret_key, redeemed, now, svc.settings.token_ttl_seconds)
+    guest, ttl = invitation.session_token(svc.token_keys, redeemed, now, svc.settings.token_ttl_seconds)
     response = RedirectResponse(f"/portal/consultations/{redeemed.consultation}", 303)
     session.set_session_cookie(request, response, guest, max_age=ttl)
     return response
