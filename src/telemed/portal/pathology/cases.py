@@ -74,7 +74,7 @@ def labels(request: Request) -> dict:
     return {
         wf.REQUESTED: _("Waiting in the pool"), wf.ASSIGNED: _("Assigned"), wf.READING: _("Being read"),
         wf.REPORTED: _("Reported"), wf.ACKNOWLEDGED: _("Acknowledged"), wf.CANCELLED: _("Cancelled"),
-        wf.FROZEN: _("Frozen section"), wf.ROUTINE: _("Routine"),
+        wf.FROZEN: _("Frozen section"), wf.ROUTINE: _("Routine pathology"),
         "gross": _("Gross description"), "microscopic": _("Microscopic findings"), "diagnosis": _("Diagnosis"),
         "ihc": _("Immunohistochemistry recommended"), "comments": _("Comments"),
     }  # fmt: skip
