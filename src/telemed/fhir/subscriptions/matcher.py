@@ -10,10 +10,11 @@ from sqlalchemy import insert
 
 from telemed.db.schema import subscription_outbox
 from telemed.fhir.search import query
-from telemed.fhir.store import searching
+from telemed.fhir.store import access, searching
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.subscriptions import active
 from telemed.fhir.subscriptions.active import ActiveSubscriptions
+from telemed.kernel.errors import Category, TelemedError
 
 OUTBOX_FLAG = "telemed.pending"  # set on the connection; after the commit the dispatcher is woken
 
@@ -26,7 +27,9 @@ class SubscriptionHooks:
 
     def before_write(self, repo, resource: dict) -> dict:
         if resource.get("resourceType") == "Subscription":
-            return active.prepare(resource)
+            prepared = active.prepare(resource)
+            _check_access(repo, prepared)
+            return prepared
         return resource
 
     def after_delete(self, repo, resource_type: str, id_: str) -> None:
@@ -47,6 +50,21 @@ class SubscriptionHooks:
             q = query.parse(rtype, [*sub.params, ("_id", resource["id"])], strict=True)
             if searching.find_ids(matcher, q, limit=1):
                 _enqueue(repo, sub.id, rtype, resource["id"], stored.version_id, stored.last_updated)
+
+
+def _check_access(repo, subscription: dict) -> None:
+    """Matching sees every resource, and a rest-hook notification carries the resource (or its id)
+    to the subscriber's endpoint: so only a caller who may see every patient subscribes a rest-hook
+    to patient data. A websocket notification is a bare ping; the client then searches with its own
+    token, under its own access rules, so anyone may subscribe that way."""
+    rtype, _ = active.parse_criteria(subscription.get("criteria"))
+    channel = (subscription.get("channel") or {}).get("type")
+    if channel != "websocket" and access.is_clinical(rtype) and not repo.context.sees_all:
+        raise TelemedError(
+            Category.FORBIDDEN,
+            f"A {channel} Subscription on {rtype} would send patient data this caller may not see; "
+            "use a websocket channel (its notifications carry no data)",
+        )
 
 
 def _system_view(repo):
