@@ -4,15 +4,19 @@ A radiologist's institution stores a CT series by STOW-RS; the radiologist signs
 finds the study in the list (its thumbnail drawn from /thumbnail), opens it, and OHIF Viewer,
 served by the platform and reading /portal/dicomweb with the session cookie, draws the slice: the
 test reads the viewport canvas's pixels and finds an image, not a blank canvas. Scrolling the stack
-changes the picture. Screenshots: docs/screenshots/imaging-studies.png, imaging-viewer.png.
+changes the picture. The upload page sends a ZIP (three slices and a file that is not DICOM) with
+a progress bar and lists each file's result. Screenshots: docs/screenshots/imaging-studies.png,
+imaging-viewer.png, imaging-upload.png.
 """
 
 from __future__ import annotations
 
 import re
+import zipfile
 
 import pytest
 from dicomweb_client import DICOMwebClient
+from pydicom.filebase import DicomBytesIO
 
 from telemed.identity import issue_token
 from telemed.kernel.clock import SystemClock
@@ -101,4 +105,38 @@ def test_viewer_draws_a_stored_ct_series(chromium, server, services, backend):
     page.screenshot(path=str(SHOTS / "imaging-viewer.png"))
     csp_errors = [p for p in problems if "Content Security Policy" in p]
     assert not csp_errors, csp_errors
+    context.close()
+
+
+def test_upload_page_sends_a_zip_and_lists_each_file(chromium, server, services, backend, tmp_path):
+    if backend != "sqlite":
+        pytest.skip("the browser flow runs once, on SQLite")
+    user = make_user(services, make_org(services))
+    series = ct_series(3)
+    archive = tmp_path / "CT检查.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i, ds in enumerate(series):
+            buf = DicomBytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            z.writestr(f"DICOM/IM{i:04d}", buf.getvalue())
+        z.writestr("DICOM/IM9999", b"DICM" + b"\0" * 200)  # not a DICOM file
+    context = chromium.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(f"{server.url}/portal/login")
+    page.fill("#username", user)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/portal/?$"))
+    page.goto(f"{server.url}/portal/imaging/upload")
+    page.set_input_files("#upload-files", str(archive))
+    page.click("#imaging-upload button[type=submit]")
+    page.wait_for_selector("#imaging-upload[data-finished='1']", timeout=30000)
+    assert page.evaluate("document.getElementById('upload-bar').value") == 1
+    rows = page.locator("#upload-results tbody tr")
+    assert rows.count() == 4
+    assert page.locator("#upload-results tr.upload-accepted").count() == 3
+    rejected = page.locator("#upload-results tr.upload-rejected")
+    assert rejected.count() == 1 and "IM9999" in rejected.inner_text() and "DICOM" in rejected.inner_text()
+    assert "完成：已接收 3 个，拒收 1 个" in page.locator("#upload-status").inner_text()
+    page.screenshot(path=str(SHOTS / "imaging-upload.png"))
     context.close()
