@@ -115,21 +115,27 @@ def visible_slides(repo: Repository, store: SlideStore, limit: int = 200) -> lis
 
 def import_slide(repo: Repository, store: SlideStore, path, *, patient: str, name: str | None = None,
                  request: str | None = None) -> SlideRecord:  # fmt: skip
-    """A slide file already at the centre (scanned there, or the demo's) stored as complete: its
+    """A slide file (or a DICOM WSI folder) already at the centre (scanned there, or the demo's) stored as complete: its
     ImagingStudy (status available) for ``Patient/<patient>`` and its record, the file copied in."""
     path = Path(path)
     info = Slide(path).info  # refuses a corrupt or foreign file (SlideError, 422)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    name = (name or path.name)[:200]
+    for file in files:
+        with file.open("rb") as f:
+            while chunk := f.read(4 * 1024 * 1024):
+                digest.update(chunk)
+    # A DICOM WSI is a folder (one instance per level): kept as the folder ``slide.dicom``.
+    name = (name or (f"{path.name}.dicom" if path.is_dir() else path.name))[:200]
     study = model.slide_study(name, f"Patient/{patient}", request=request, width=info.width, height=info.height,
                               mpp=info.mpp_x, available=True)  # fmt: skip
     created = repo.create("ImagingStudy", study).resource
-    size = path.stat().st_size
+    size = sum(f.stat().st_size for f in files)
     rec = SlideRecord(created["id"], name, size, digest.hexdigest(), info.to_json(), gateway=None, offset=size,
                       complete=True, study=created["id"])  # fmt: skip
     store.save(rec)
-    shutil.copyfile(path, store.folder(rec.id) / f"slide{rec.suffix}")
+    if path.is_dir():
+        shutil.copytree(path, store.folder(rec.id) / "slide.dicom")
+    else:
+        shutil.copyfile(path, store.folder(rec.id) / f"slide{rec.suffix}")
     return rec

@@ -1,7 +1,8 @@
 """One interface to whole-slide images: Deep Zoom tiles, thumbnail, associated images, micrometres per pixel.
 
 OpenSlide (https://openslide.org/) reads the vendor formats (Aperio SVS, Hamamatsu NDPI, MIRAX,
-Philips TIFF, Leica SCN, Ventana, DICOM WSI) and generic tiled TIFF. Tiles follow the Deep Zoom
+Philips TIFF, Leica SCN, Ventana) and generic tiled TIFF; wsidicom reads DICOM WSI (a folder with one
+instance per pyramid level, :class:`DicomWsi`). Tiles follow the Deep Zoom
 Image format (DZI, https://learn.microsoft.com/previous-versions/windows/silverlight/dotnet-windows-silverlight/cc645077(v=vs.95)):
 level ``L`` is the slide scaled by ``2**(L - max_level)``, cut into ``tile_size`` squares with
 ``overlap`` pixels shared with each neighbour; OpenSeadragon reads it as is.
@@ -117,6 +118,11 @@ class Slide:
         self.cache = cache if cache is not None else TileCache(64 * 1024 * 1024)
         self.key = key or str(self.path)
         self._local = threading.local()
+        self._dicom: DicomWsi | None = None
+        if is_dicom_wsi(self.path):
+            self._dicom = DicomWsi(self.path.parent if self.path.is_file() else self.path)
+            self.info = self._dicom.info
+            return
         try:
             osr = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError:
@@ -163,24 +169,115 @@ class Slide:
         key = (self.key, level, col, row)
         data = self.cache.get(key)
         if data is None:
-            image = self._generator().get_tile(level, (col, row))
+            image = self._dicom.tile(level, col, row) if self._dicom else self._generator().get_tile(level, (col, row))
             data = encode(image)
             self.cache.put(key, data)
         return data
 
     def thumbnail(self, size: int = 512) -> bytes:
+        if self._dicom:
+            return encode(self._dicom.wsi().read_thumbnail((size, size)))
         return encode(self._handle().get_thumbnail((size, size)))
 
     def associated_image(self, name: str) -> bytes:
-        images = self._handle().associated_images
+        images = self._dicom.associated() if self._dicom else self._handle().associated_images
         if name not in images:
             raise TelemedError(Category.NOT_FOUND, f"This slide has no {name} image")
         return encode(images[name])
 
     def close(self) -> None:
+        if self._dicom:
+            self._dicom.close()
         osr = getattr(self._local, "osr", None)
         if osr is not None:
             osr.close()
+
+
+def is_dicom_wsi(path: Path) -> bool:
+    """A folder of DICOM files (one per pyramid level), or one of them: read with wsidicom."""
+    if path.is_dir():
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+class DicomWsi:
+    """A DICOM WSI (PS3.3 A.32.8: one instance per pyramid level, tiled) read with wsidicom
+    (https://github.com/imi-bigpicture/wsidicom): Deep Zoom tiles cut from the closest level at or
+    above the tile's resolution, µm per pixel from the pixel spacing, label and overview images."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._local = threading.local()
+        name = folder.name
+        try:
+            wsi = self.wsi()
+            size, levels = wsi.size, sorted(level.level for level in wsi.levels)
+            spacing = wsi.mpp
+            mpp_x, mpp_y = float(spacing.width), float(spacing.height)
+            wsi.read_region((0, 0), levels[-1], (1, 1))  # a damaged pyramid is refused now
+        except SlideError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - wsidicom raises many kinds; all mean "cannot read"
+            raise SlideError(f"{name} cannot be read as a DICOM whole-slide image: {exc}") from None
+        self.levels = levels
+        self.sizes = {level.level: (level.size.width, level.size.height) for level in wsi.levels}
+        associated = []
+        for label, reader in (("label", wsi.read_label), ("macro", wsi.read_overview)):
+            try:
+                reader()
+                associated.append(label)
+            except Exception:  # noqa: BLE001 - absent
+                continue
+        self.info = SlideInfo(size.width, size.height, mpp_x or None, mpp_y or None, "DICOM",
+                              associated=associated)  # fmt: skip
+
+    def wsi(self):
+        wsi = getattr(self._local, "wsi", None)
+        if wsi is None:
+            from wsidicom import WsiDicom
+
+            if not any(self.folder.glob("*.dcm")) and not any(p.is_file() for p in self.folder.iterdir()):
+                raise SlideError(f"{self.folder.name} holds no DICOM files")
+            wsi = self._local.wsi = WsiDicom.open(str(self.folder))
+        return wsi
+
+    def tile(self, level: int, col: int, row: int):
+        """The Deep Zoom tile as DeepZoomGenerator cuts it (``OVERLAP`` shared with neighbours)."""
+        from PIL import Image
+
+        info = self.info
+        k = info.max_level - level  # the Deep Zoom level is the slide downsampled 2**k
+        lw, lh = info.level_size(level)
+        x0 = col * info.tile_size - (info.overlap if col else 0)
+        y0 = row * info.tile_size - (info.overlap if row else 0)
+        x1 = min(lw, (col + 1) * info.tile_size + info.overlap)
+        y1 = min(lh, (row + 1) * info.tile_size + info.overlap)
+        source = max((lv for lv in self.levels if lv <= k), default=self.levels[0])
+        f = 2 ** (k - source)
+        sw, sh = self.sizes[source]
+        rx, ry = min(x0 * f, sw - 1), min(y0 * f, sh - 1)
+        rw, rh = max(1, min((x1 - x0) * f, sw - rx)), max(1, min((y1 - y0) * f, sh - ry))
+        image = self.wsi().read_region((rx, ry), source, (rw, rh))
+        if image.size != (x1 - x0, y1 - y0):
+            image = image.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS)
+        return image
+
+    def associated(self) -> dict:
+        out = {}
+        if "label" in self.info.associated:
+            out["label"] = self.wsi().read_label()
+        if "macro" in self.info.associated:
+            out["macro"] = self.wsi().read_overview()
+        return out
+
+    def close(self) -> None:
+        wsi = getattr(self._local, "wsi", None)
+        if wsi is not None:
+            wsi.close()
 
 
 def encode(image) -> bytes:

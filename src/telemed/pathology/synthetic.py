@@ -96,3 +96,82 @@ def write_slide(path: str | Path, width: int, height: int, mpp: float = 0.25, qu
                 description="Telemed synthetic slide" if i == 0 else None,
             )  # fmt: skip
     return path
+
+
+def write_dicom_slide(folder: str | Path, width: int, height: int, mpp: float = 0.25, quality: int = 90,
+                      look: str = "pattern") -> Path:  # fmt: skip
+    """The same pyramid as :func:`write_slide` as a DICOM WSI (PS3.3 A.32.8, VL Whole Slide
+    Microscopy Image): one file per level in ``folder``, ``TILED_FULL`` 256-pixel JPEG baseline
+    frames; the same content, so tiles can be compared with :func:`pattern`. Returns the folder."""
+    import io
+
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+    draw = tissue if look == "tissue" else pattern
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    sop_class = "1.2.840.10008.5.1.4.1.1.77.1.6"
+    w, h, ds, i = width, height, 1, 0
+    while True:
+        frames = []
+        for ty in range(0, h, TILE):
+            for tx in range(0, w, TILE):
+                buf = io.BytesIO()
+                Image.fromarray(draw(tx * ds, ty * ds, TILE, TILE, ds)).save(buf, "JPEG", quality=quality)
+                frames.append(buf.getvalue())
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+        meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds_ = Dataset()
+        ds_.file_meta = meta
+        ds_.SOPClassUID, ds_.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds_.StudyInstanceUID, ds_.SeriesInstanceUID, ds_.FrameOfReferenceUID = study, series, frame_of_reference
+        ds_.Modality, ds_.PatientName, ds_.PatientID = "SM", "Synthetic^Slide", "SYN-1"
+        ds_.StudyDate, ds_.StudyTime, ds_.AccessionNumber, ds_.StudyID = "20261204", "080000", "S26-DCM", "1"
+        ds_.SeriesNumber, ds_.InstanceNumber = 1, i + 1
+        ds_.Manufacturer, ds_.ManufacturerModelName = "Telemed", "synthetic"
+        ds_.DeviceSerialNumber, ds_.SoftwareVersions = "0", "1"
+        ds_.ContentDate, ds_.ContentTime, ds_.AcquisitionDateTime = "20261204", "080000", "20261204080000"
+        ds_.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if i == 0 else ["DERIVED", "PRIMARY", "VOLUME",
+                                                                                  "RESAMPLED"]  # fmt: skip
+        ds_.ContainerIdentifier, ds_.SpecimenLabelInImage, ds_.BurnedInAnnotation = "S26-DCM", "NO", "NO"
+        ds_.IssuerOfTheContainerIdentifierSequence, ds_.ContainerTypeCodeSequence = [], []
+        ds_.SamplesPerPixel, ds_.PhotometricInterpretation, ds_.PlanarConfiguration = 3, "YBR_FULL_422", 0
+        ds_.BitsAllocated, ds_.BitsStored, ds_.HighBit, ds_.PixelRepresentation = 8, 8, 7, 0
+        ds_.Rows = ds_.Columns = TILE
+        ds_.TotalPixelMatrixColumns, ds_.TotalPixelMatrixRows, ds_.TotalPixelMatrixFocalPlanes = w, h, 1
+        ds_.NumberOfFrames, ds_.DimensionOrganizationType = len(frames), "TILED_FULL"
+        ds_.ImagedVolumeWidth, ds_.ImagedVolumeHeight = width * mpp / 1000, height * mpp / 1000
+        ds_.ImagedVolumeDepth = 0.001
+        ds_.FocusMethod, ds_.ExtendedDepthOfField, ds_.VolumetricProperties = "AUTO", "NO", "VOLUME"
+        ds_.LossyImageCompression, ds_.LossyImageCompressionMethod = "01", "ISO_10918_1"
+        origin = Dataset()
+        origin.XOffsetInSlideCoordinateSystem, origin.YOffsetInSlideCoordinateSystem = 20.0, 40.0
+        ds_.TotalPixelMatrixOriginSequence = [origin]
+        ds_.ImageOrientationSlide = [0, -1, 0, -1, 0, 0]
+        measures = Dataset()
+        measures.PixelSpacing = [mpp * ds / 1000, mpp * ds / 1000]
+        measures.SliceThickness, measures.SpacingBetweenSlices = 0.001, 0.001
+        shared = Dataset()
+        shared.PixelMeasuresSequence = [measures]
+        ds_.SharedFunctionalGroupsSequence = [shared]
+        path_ = Dataset()
+        path_.OpticalPathIdentifier = "1"
+        illum = Dataset()
+        illum.CodeValue, illum.CodingSchemeDesignator, illum.CodeMeaning = "111744", "DCM", "Brightfield illumination"
+        path_.IlluminationTypeCodeSequence = [illum]
+        color = Dataset()
+        color.CodeValue, color.CodingSchemeDesignator, color.CodeMeaning = "414298005", "SCT", "Full Spectrum"
+        path_.IlluminationColorCodeSequence = [color]
+        ds_.OpticalPathSequence, ds_.NumberOfOpticalPaths = [path_], 1
+        ds_.PixelData = encapsulate(frames)
+        ds_["PixelData"].VR = "OB"
+        ds_.save_as(folder / f"level-{i}.dcm", enforce_file_format=True)
+        if w <= TILE and h <= TILE:
+            break
+        w, h, ds, i = max(1, w // 2), max(1, h // 2), ds * 2, i + 1
+    return folder
