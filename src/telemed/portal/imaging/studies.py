@@ -28,7 +28,7 @@ from telemed.db.engine import unit_of_work
 from telemed.fhir.search import query as fhir_query
 from telemed.fhir.store import searching
 from telemed.imaging import NonConformant, refresh_stale, store_instance
-from telemed.kernel.errors import Category, TelemedError
+from telemed.kernel.errors import Category
 from telemed.portal import uploads, web
 from telemed.portal.exceptions import PortalError
 from telemed.portal.home import register_home_section
@@ -73,32 +73,32 @@ def study_uid(study: dict) -> str | None:
     return None
 
 
-def _rows(repo, params: list[tuple[str, str]]) -> list[dict]:
-    q = fhir_query.parse("ImagingStudy", [*params, ("_count", str(MAX_LIST))])
-    studies = [repo.read("ImagingStudy", i).resource for i in searching.find_ids(repo, q, limit=MAX_LIST)]
+def _rows(repo, params: list[tuple[str, str]], limit: int = MAX_LIST) -> list[dict]:
+    """The visible studies matching ``params``, newest first, with their patients' names: one sorted
+    search for the studies and one ``_id`` search for their patients (not one read per row)."""
+    q = fhir_query.parse("ImagingStudy", [*params, ("_sort", "-started,-_lastUpdated"), ("_count", str(limit)),
+                                          ("_total", "none")], pageable=False, max_count=MAX_LIST)  # fmt: skip
+    studies = [m.resource for m in searching.search(repo, q, "").matches]
+    pids = sorted({ref.partition("/")[2] for s in studies
+                   if (ref := (s.get("subject") or {}).get("reference", "")).startswith("Patient/")})  # fmt: skip
     patients: dict[str, dict] = {}
+    if pids:
+        pq = fhir_query.parse("Patient", [("_id", ",".join(pids)), ("_count", str(len(pids))), ("_total", "none")],
+                              pageable=False, max_count=MAX_LIST)  # fmt: skip
+        patients = {m.resource["id"]: m.resource for m in searching.search(repo, pq, "").matches}
     rows = []
     for s in studies:
         uid = study_uid(s)
-        if uid is None:
-            continue
-        ref = (s.get("subject") or {}).get("reference", "")
-        pid = ref.partition("/")[2]
-        if ref.startswith("Patient/") and pid not in patients:
-            try:
-                patients[pid] = repo.read("Patient", pid).resource
-            except TelemedError:
-                patients[pid] = {"id": pid}
-        modalities = sorted({c.get("code", "") for c in s.get("modality") or []} - {"", "SM"})
-        if not modalities and any(c.get("code") == "SM" for c in s.get("modality") or []):
+        codes = {c.get("code", "") for c in s.get("modality") or []}
+        if uid is None or codes == {"SM"}:
             continue  # whole-slide images: the pathology pages show them
+        pid = (s.get("subject") or {}).get("reference", "").partition("/")[2]
         rows.append({
             "uid": uid, "id": s["id"], "patient_id": pid, "patient": _name(patients.get(pid, {"id": pid})),
-            "started": s.get("started", ""), "modalities": " ".join(modalities),
+            "started": s.get("started", ""), "modalities": " ".join(sorted(codes - {""})),
             "description": s.get("description", ""), "series": s.get("numberOfSeries", 0),
             "instances": s.get("numberOfInstances", 0),
         })  # fmt: skip
-    rows.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
     return rows
 
 
@@ -227,7 +227,7 @@ async def store_upload(request: Request, user: UploadUser, upload_id: str) -> JS
 def _home_section(request: Request, user: PortalUser):
     svc = _services(request)
     with unit_of_work(svc.engine, write=False) as conn:
-        rows = _rows(svc.repository(conn, user.context), [])[:4]
+        rows = _rows(svc.repository(conn, user.context), [], limit=4)
     return web.render_fragment(request, "imaging/_home.html", rows=rows, may_upload=user.has_role(*UPLOAD_ROLES))
 
 
