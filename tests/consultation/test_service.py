@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from telemed.consultation import model, service
+from telemed.consultation import availability, model, service
 from telemed.consultation import workflow as wf
 from telemed.db.engine import unit_of_work
 from telemed.fhir.store.context import AccessContext
@@ -236,3 +236,19 @@ def test_a_doctor_with_under_three_years_of_practice_cannot_be_the_consultant(se
     with pytest.raises(TelemedError) as exc:
         run(services, net.ctx("triage"), service.act, cid, "assign", experts=(junior,))
     assert exc.value.category is Category.UNPROCESSABLE and "3 years" in exc.value.message
+
+
+def test_the_next_free_time_of_each_expert_is_found_today_or_later_in_the_week(services, net):
+    now = services.clock.now()
+    with unit_of_work(services.engine) as conn:
+        repo = services.repository(conn, AccessContext.system())
+        for expert, offset in ((net.experts[0], 0), (net.experts[1], 3)):  # the second has no hours today
+            for res in availability.publish_week(expert, now + timedelta(days=offset), days=4, hours=(0, 23)):
+                repo.update(res["resourceType"], res["id"], res)
+    with unit_of_work(services.engine, write=False) as conn:
+        repo = services.repository(conn, net.ctx("triage"))
+        week = availability.free_slots(repo, net.experts[:2], now)
+        first = availability.first_free_slots(repo, net.experts[:2], now)
+    for expert in net.experts[:2]:
+        assert week[expert] and first[expert][0] == week[expert][0]
+    assert first[net.experts[1]][0].start > now + timedelta(days=2)

@@ -216,9 +216,10 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
     slots: dict = {}
     if "assign" in actions or "schedule" in actions:
         with repository(request, user) as repo:
-            wanted = [p.id for p in directory.experts()] if "assign" in actions else \
-                [e.practitioner for e in c.active_experts]  # fmt: skip
-            slots = availability.free_slots(repo, wanted, now)
+            if "assign" in actions:  # the list of experts shows each one's next free time
+                slots = availability.first_free_slots(repo, [p.id for p in directory.experts()], now)
+            if "schedule" in actions:  # the time picker offers the assigned experts' next slots
+                slots.update(availability.free_slots(repo, [e.practitioner for e in c.active_experts], now))
     offered = sorted((f for e in c.active_experts for f in slots.get(e.practitioner, [])[:6]), key=lambda f: f.start)
     return dict(
         c=c, loaded=loaded, sr=loaded.request.resource, details=model.details_of(loaded.request.resource),
