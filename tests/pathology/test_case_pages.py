@@ -70,6 +70,17 @@ def test_frozen_section_through_the_pages(services, server):
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert req.post(f"{url}/step/acknowledge", data={"csrf_token": token}).status_code == 303
     assert "已确认" in req.get(url).text
+    # An amendment needs its reason; the new PDF replaces the first, marked amended.
+    amended = {**sections, "diagnosis": "（左乳）浸润性导管癌，II级"}
+    assert p1.post(f"{url}/report", data={"csrf_token": t1, **amended, "action": "amend"}).status_code == 422
+    assert p1.post(f"{url}/report", data={"csrf_token": t1, **amended, "action": "amend",
+                                          "reason": "补充组织学分级"}).status_code == 303  # fmt: skip
+    page = req.get(url).text
+    assert "已修订" in page and "II级" in page and len(re.findall(r'id="report-pdf"', page)) == 1
+    # The same page in English.
+    req.get("/portal/lang/en")
+    english = req.get(url).text
+    assert "Frozen section" in english and "Preliminary result" in english and "Signed report (PDF)" in english
     # Another county's doctor sees nothing.
     other, _t = session(services, server, "dr-other-" + cid[:6], ["requesting-doctor"], net.other)
     assert other.get(url).status_code == 404 and other.get(pdf_url).status_code == 404

@@ -228,6 +228,9 @@ def _check_version(loaded: Loaded, expected: int | None) -> None:
                            [Issue("changed", "conflict", "version")])  # fmt: skip
 
 
+_CATEGORY = {"forbidden": Category.FORBIDDEN, "incomplete": Category.UNPROCESSABLE}
+
+
 def act(repo: Repository, env: Env, ctx: AccessContext, cid: str, event: str, *, reason: str | None = None,
         pathologist: str | None = None, expected_version: int | None = None) -> Loaded:  # fmt: skip
     """Send one workflow event and write what reflects it; a refused event is a 409 (or 403)."""
@@ -241,7 +244,7 @@ def act(repo: Repository, env: Env, ctx: AccessContext, cid: str, event: str, *,
     try:
         new = wf.apply(loaded.case, wf.Event(event, actor_of(ctx), reason=reason, pathologist=pathologist))
     except wf.IllegalTransition as exc:
-        category = Category.FORBIDDEN if exc.code == "forbidden" else Category.CONFLICT
+        category = _CATEGORY.get(exc.code, Category.CONFLICT)
         raise TelemedError(category, exc.reason, [Issue(exc.reason, "business-rule", event)]) from None
     return persist(repo, env, loaded, new, event, ctx.user, reason)
 

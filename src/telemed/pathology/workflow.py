@@ -70,7 +70,7 @@ class IllegalTransition(Exception):
     def __init__(self, reason: str, *, code: str = "illegal"):
         super().__init__(reason)
         self.reason = reason
-        self.code = code  # "illegal" (409) or "forbidden" (403)
+        self.code = code  # "illegal" (409), "forbidden" (403) or "incomplete" (422: the event lacks its data)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def apply(c: Case, ev: Event) -> Case:
     n = ev.name
     if n == "assign":
         if not ev.pathologist:
-            raise IllegalTransition("Choose a pathologist")
+            raise IllegalTransition("Choose a pathologist", code="incomplete")
         if ev.pathologist == c.requester:
             raise IllegalTransition("The requesting doctor cannot read their own case")
         return replace(c, state=ASSIGNED, pathologist=ev.pathologist)
@@ -146,7 +146,7 @@ def apply(c: Case, ev: Event) -> Case:
         if c.kind != FROZEN:
             raise IllegalTransition("Only a frozen section has a preliminary result")
         if not ev.reason:
-            raise IllegalTransition("Write the preliminary result")
+            raise IllegalTransition("Write the preliminary result", code="incomplete")
         return replace(c, preliminary=c.preliminary + 1)
     if n == "sign":
         return replace(c, state=REPORTED, versions=1)
@@ -154,11 +154,11 @@ def apply(c: Case, ev: Event) -> Case:
         return replace(c, state=ACKNOWLEDGED)
     if n == "amend":
         if not ev.reason:
-            raise IllegalTransition("An amendment needs a reason")
+            raise IllegalTransition("An amendment needs a reason", code="incomplete")
         return replace(c, state=REPORTED, versions=c.versions + 1)
     if n == "cancel":
         if not ev.reason:
-            raise IllegalTransition("A reason is required to cancel a case")
+            raise IllegalTransition("A reason is required to cancel a case", code="incomplete")
         return replace(c, state=CANCELLED)
     if n == "escalate":
         return replace(c, escalation=c.escalation + 1)
