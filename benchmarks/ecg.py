@@ -1,6 +1,6 @@
 """Remote ECG: analysis throughput against the plain neurokit2 pipeline, and upload-to-reader push latency.
 
-    .venv/bin/python benchmarks/ecg.py [--ecgs 40] [--uploads 100] [--json PATH]
+    .venv/bin/python benchmarks/ecg.py [--ecgs 40] [--uploads 100] [--phases 30] [--postgres URL] [--json PATH]
 
 Analysis: ECGS synthetic 10-second 12-lead ECGs at 500 Hz (``telemed.ecg.synthetic``: sinus 50-140/min,
 irregular, with a pause; noise 0.05 mV and 0.3 mV baseline wander), each analysed by
@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
+import os
 import re
 import socket
 import statistics
@@ -33,6 +35,7 @@ import tempfile
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -45,7 +48,7 @@ from telemed.app import Services, create_app  # noqa: E402
 from telemed.db.engine import unit_of_work  # noqa: E402
 from telemed.db.migrate import upgrade  # noqa: E402
 from telemed.db.schema import account  # noqa: E402
-from telemed.ecg import aecg, analyze, model  # noqa: E402
+from telemed.ecg import aecg, analyze, model, read_files, service  # noqa: E402
 from telemed.ecg.synthetic import simulate  # noqa: E402
 from telemed.fhir.store.context import AccessContext  # noqa: E402
 from telemed.identity import ensure_account  # noqa: E402
@@ -135,18 +138,62 @@ def sign_in(base: str, user: str) -> tuple[httpx.Client, str]:
     return c, re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text).group(1)
 
 
-def bench_push(uploads: int) -> dict:
+def make_services(database_url: str | None) -> Services:
     tmp = Path(tempfile.mkdtemp(prefix="telemed-ecg-bench-"))
-    settings = Settings(demo=True, var_dir=tmp, database_url=f"sqlite:///{tmp}/t.db", blob_url=f"file:{tmp}/blobs",
+    settings = Settings(demo=True, var_dir=tmp, database_url=database_url or f"sqlite:///{tmp}/t.db",
+                        blob_url=f"file:{tmp}/blobs",
                         secret_key="bench-" + "x" * 40, max_body_bytes=16 * 1024 * 1024,
                         encryption_keys="k1:" + base64.b64encode(b"k" * 32).decode(),
                         index_key=base64.b64encode(b"i" * 32).decode())  # fmt: skip
     services = Services.from_settings(settings)
     upgrade(services.engine)
+    return services
+
+
+def bench_phases(n: int, database_url: str | None) -> dict:
+    services = make_services(database_url)
+    ids = setup(services)
+    ctx = AccessContext(ids["doctor"], roles=frozenset({"requesting-doctor"}), organization=ids["clinic"],
+                        practitioner=ids["doctor"])  # fmt: skip
+    files = [aecg.write(rec) for rec in records(6)]
+    phases: dict[str, list[float]] = {"read": [], "step1_writes": [], "analysis": [], "step2_writes": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analyze(records(1)[0])  # warm-up
+        for i in range(n + 1):
+            with unit_of_work(services.engine, write=False) as conn:
+                pools = service.Pools.load(services.repository(conn, AccessContext.system()))
+            t0 = time.perf_counter()
+            read_files({"e.xml": files[i % len(files)]})
+            t1 = time.perf_counter()
+            with unit_of_work(services.engine) as conn:
+                got = service.receive(services.repository(conn, ctx), services.blobs, pools, services.clock.now(),
+                                      f"phase-{i}", files={"e.xml": files[i % len(files)]}, patient=ids["patient"],
+                                      ctx=ctx)  # fmt: skip
+            t2 = time.perf_counter()
+            result = analyze(got.recording)
+            t3 = time.perf_counter()
+            with unit_of_work(services.engine) as conn:
+                service.add_analysis(services.repository(conn, ctx), services.clock.now(), got)
+            t4 = time.perf_counter()
+            if i:  # the first is a warm-up
+                phases["read"].append((t1 - t0) * 1000)
+                phases["step1_writes"].append((t2 - t1 - (t1 - t0)) * 1000)  # receive() reads the file again
+                phases["analysis"].append((t3 - t2) * 1000)
+                phases["step2_writes"].append((t4 - t3 - (t3 - t2)) * 1000)  # add_analysis() analyses again
+            assert result.beats
+    services.engine.dispose()
+    return {k: {"p50": round(pct(v, 50), 1), "p95": round(pct(v, 95), 1)} for k, v in phases.items()}
+
+
+def bench_push(uploads: int, database_url: str | None) -> dict:
+    services = make_services(database_url)
     ids = setup(services)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_config=None))
-    threading.Thread(target=server.run, daemon=True).start()
+    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_config=None,
+                                           timeout_graceful_shutdown=2))  # fmt: skip
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
     while not server.started:
         time.sleep(0.05)
     base = f"http://127.0.0.1:{port}"
@@ -155,12 +202,15 @@ def bench_push(uploads: int) -> dict:
 
     def listen(user):
         client, _ = sign_in(base, user)
-        with client.stream("GET", "/portal/ecg/events", timeout=None) as r:
-            for line in r.iter_lines():
-                if line.startswith("retry"):
-                    ready.append(user)
-                if line.startswith("data: "):
-                    arrivals.setdefault(json.loads(line[6:])["ecg"], []).append(time.perf_counter())
+        try:
+            with client.stream("GET", "/portal/ecg/events", timeout=None) as r:
+                for line in r.iter_lines():
+                    if line.startswith("retry"):
+                        ready.append(user)
+                    if line.startswith("data: "):
+                        arrivals.setdefault(json.loads(line[6:])["ecg"], []).append(time.perf_counter())
+        except httpx.HTTPError:
+            pass  # the server stops at the end of the run
 
     for r in ids["readers"]:
         threading.Thread(target=listen, args=(r,), daemon=True).start()
@@ -189,7 +239,10 @@ def bench_push(uploads: int) -> dict:
             after_send.append((at - sent) * 1000)
         after_send.extend([float("inf")] * (2 - len(got)))
         total.append((done - sent) * 1000)
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # the open event streams are cut at exit
     server.should_exit = True
+    serving.join(15)  # the lifespan stops the background workers before the database goes
+    services.engine.dispose()
 
     def summary(v):
         return {"p50": round(pct(v, 50), 1), "p95": round(pct(v, 95), 1), "p99": round(pct(v, 99), 1),
@@ -200,14 +253,39 @@ def bench_push(uploads: int) -> dict:
             "mean_upload_ms": round(statistics.mean(total), 1)}  # fmt: skip
 
 
+@contextmanager
+def database(admin_url: str | None):
+    """None for SQLite; else a fresh PostgreSQL database for the run, dropped after."""
+    if not admin_url:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+
+    name = f"telemed_ecg_bench_{os.getpid()}"
+    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ecgs", type=int, default=40)
     ap.add_argument("--uploads", type=int, default=100)
+    ap.add_argument("--phases", type=int, default=30)
+    ap.add_argument("--postgres", metavar="URL", help="e.g. postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument("--json")
     args = ap.parse_args()
-    result = {"analysis": bench_analysis(args.ecgs), "push": bench_push(args.uploads)}
-    a, p = result["analysis"], result["push"]
+    with database(args.postgres) as url:
+        result = {"database": "postgresql" if url else "sqlite", "analysis": bench_analysis(args.ecgs),
+                  "phases_ms": bench_phases(args.phases, url), "push": bench_push(args.uploads, url)}  # fmt: skip
+    a, p, ph = result["analysis"], result["push"], result["phases_ms"]
+    print(f"{result['database']}: ingest phases p50 (ms): " + ", ".join(f"{k} {v['p50']}" for k, v in ph.items()))
     print(f"analysis: telemed {a['telemed']['ecgs_per_cpu_s']} ECGs/CPU-s, plain neurokit2 "
           f"{a['neurokit2_plain']['ecgs_per_cpu_s']} ECGs/CPU-s: ratio {a['ratio']}x (goal >= 1x)")  # fmt: skip
     print(f"push to 2 readers over {p['uploads']} uploads: after the 201 p50 {p['push_after_201_ms']['p50']} "
