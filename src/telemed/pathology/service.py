@@ -108,7 +108,7 @@ def visible_slides(repo: Repository, store: SlideStore, limit: int = 200) -> lis
         try:
             rec = store.record(id_)
         except TelemedError:
-            continue  # an SM study that did not come through a gateway (e.g. DICOM WSI): not viewable here yet
+            continue  # an SM study with no slide at the centre (e.g. from the DICOM service): not viewable yet
         out.append((repo.read("ImagingStudy", id_).resource, rec))
     return out
 
