@@ -13,11 +13,15 @@ when the page is about one (a case page), so an auditor can search by patient.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fastapi import Request
 from sqlalchemy import Connection
 
 from telemed.db.engine import unit_of_work
 from telemed.fhir.store import audit
+from telemed.fhir.store.repository import Repository
 from telemed.portal.session import PortalUser
 
 _PATIENT = "telemed_audit_patient"
@@ -59,3 +63,18 @@ def record_read(request: Request, user: PortalUser) -> None:
     with unit_of_work(request.app.state.services.engine) as conn:
         _record(conn, request, user, "read")
     setattr(request.state, _DONE, True)
+
+
+@contextmanager
+def repository(request: Request, user: PortalUser, write: bool = False, audited: bool = True) -> Iterator[Repository]:
+    """The user's repository on a unit of work that commits when the block ends without error,
+    audited as above: a write block records its event in its own transaction, a read block once
+    per request after the reads. ``audited=False`` only for checks that show nothing (e.g. whether
+    a live event concerns the user)."""
+    services = request.app.state.services
+    with unit_of_work(services.engine, write=write) as conn:
+        yield services.repository(conn, user.context)
+        if write and audited:
+            record_change(conn, request, user)
+    if not write and audited:
+        record_read(request, user)

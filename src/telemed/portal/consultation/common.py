@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from fastapi import Request
 from telemed.consultation import Env, SlaPolicy
 from telemed.consultation import workflow as wf
 from telemed.consultation.directory import Directory, specialty_name
-from telemed.db.engine import unit_of_work
 from telemed.portal import audit, web
 from telemed.portal.i18n import gettext_for, lang_of
 
@@ -29,20 +27,7 @@ def env(request: Request) -> Env:
     return Env(clock=svc.clock, ids=svc.ids, sla=sla)
 
 
-@contextmanager
-def repository(request: Request, user, write: bool = False, audited: bool = True):
-    """The caller's repository on a unit of work that commits when the block ends without error.
-
-    Audited (telemed.portal.audit): a write block records its AuditEvent in its own transaction,
-    a read block once per request after the reads. ``audited=False`` only for checks that show
-    nothing (e.g. whether a live event concerns the user)."""
-    svc = services(request)
-    with unit_of_work(svc.engine, write=write) as conn:
-        yield svc.repository(conn, user.context)
-        if write and audited:
-            audit.record_change(conn, request, user)
-    if not write and audited:
-        audit.record_read(request, user)
+repository = audit.repository  # every consultation page's unit of work, audited
 
 
 def state_label(request: Request, state: str) -> str:
