@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,13 +153,14 @@ def switchboard(app) -> Switchboard:
         board = Switchboard(Events(
             authorize=lambda token, cid: join.verify(svc.secret_key, token, cid, svc.clock.now()),
             ice_servers=lambda grant: _ice_servers(svc, grant),
-            joined=lambda grant, peer: _attendance(svc, grant, "joined"),
-            left=lambda grant, peer: _attendance(svc, grant, "left"),
+            joined=lambda grant, peer, conn=None: _attendance(svc, grant, "joined", conn),
+            left=lambda grant, peer, conn=None: _attendance(svc, grant, "left", conn),
             chat=lambda grant, text: _chat(svc, grant, text),
             refused=lambda cid, who, code: _refused(svc, cid, who, code),
             now=svc.clock.now,
             sfu=lambda grant, peer, deliver: _sfu_participant(svc, grant, peer, deliver),
-            consent=lambda grant, recording, yes: _consent(svc, grant, recording, yes),
+            consent=lambda grant, recording, yes, conn=None: _consent(svc, grant, recording, yes, conn),
+            batch=lambda records: _batch(svc, records),
         ), bus=svc.hub if svc.hub.broker_url else None)  # fmt: skip
         app.state.video_switchboard = board
     return board
@@ -175,11 +177,23 @@ def _sfu_participant(svc, grant: Grant, peer: str, deliver) -> SfuParticipant:
 RECORDING_ID = "urn:telemed:video-recording"
 
 
-def _consent(svc, grant: Grant, recording: str, yes: bool) -> None:
+def _uow(svc, conn):
+    """The given connection (a batch's transaction) or a unit of work of its own."""
+    return nullcontext(conn) if conn is not None else unit_of_work(svc.engine, write=True)
+
+
+def _batch(svc, records: list) -> None:
+    """Attendance and consent records that queued up during a burst, in one transaction."""
+    with unit_of_work(svc.engine, write=True) as conn:
+        for fn, args in records:
+            fn(*args, conn=conn)
+
+
+def _consent(svc, grant: Grant, recording: str, yes: bool, conn=None) -> None:
     """A participant's answer to recording the session, as a FHIR Consent of the patient's record
     (performer: the participant; provision: permit or deny collecting the session's recording)."""
     now = svc.clock.now()
-    with unit_of_work(svc.engine, write=True) as conn:
+    with _uow(svc, conn) as conn:
         repo = svc.repository(conn, AccessContext.system())  # the platform records the answer given in the call
         loaded = service.load(repo, grant.consultation)
         who = {"reference": f"Practitioner/{grant.practitioner}", "display": grant.name}
@@ -247,10 +261,10 @@ def save_recording(request: Request, user: CurrentUser, cid: str, body: Recordin
     return JSONResponse({"id": doc.resource["id"]}, 201)
 
 
-def _attendance(svc, grant: Grant, what: str) -> None:
+def _attendance(svc, grant: Grant, what: str, conn=None) -> None:
     ctx = grant.context or AccessContext(grant.user, practitioner=grant.practitioner)
     now = svc.clock.now()
-    with unit_of_work(svc.engine) as conn:
+    with _uow(svc, conn) as conn:
         if grant.encounter:
             repo = svc.repository(conn, AccessContext.system())  # the platform records who attended
             (attendance.joined if what == "joined" else attendance.left)(repo, grant.encounter, grant.practitioner, now)
