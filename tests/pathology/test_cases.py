@@ -196,3 +196,31 @@ def test_the_background_watcher_escalates_late_frozen_sections(services):
         task = services.repository(conn, net.ctx("requester")).read("Task", made.case.id).resource
     assert m.case_of(task).escalation == 3
     assert [n for n in watcher.tick(start + timedelta(minutes=46)) if n.case == made.case.id] == []
+
+
+def test_two_pathologists_claiming_at_once_one_wins(services):
+    import threading
+
+    net = cases_net.build(services)
+    env = cases_net.env(services)
+    cid = run(services, net.ctx("requester"), cases.request_case, env, net.ctx("requester"), form(net)).case.id
+    barrier, results = threading.Barrier(2), {}
+
+    def claim(who):
+        barrier.wait()
+        try:
+            run(services, net.ctx(who), cases.act, env, net.ctx(who), cid, "claim")
+            results[who] = "ok"
+        except TelemedError as exc:
+            results[who] = exc.category
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in ("p1", "p2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, results.values())) == sorted(["ok", str(Category.CONFLICT)]), results
+    winner = next(w for w, r in results.items() if r == "ok")
+    with unit_of_work(services.engine, write=False) as conn:
+        case = cases.load(services.repository(conn, net.ctx("requester")), cid).case
+    assert case.pathologist == net.pathologists[int(winner[1]) - 1]

@@ -260,7 +260,13 @@ def persist(repo: Repository, env: Env, loaded: Loaded, new: wf.Case, event: str
         period = dict(task.get("executionPeriod") or {"start": loaded.request.resource.get("authoredOn")})
         period.setdefault("end", m.iso(now))
         task["executionPeriod"] = period
-    repo.update("Task", new.id, task, if_match=loaded.task.etag)  # a concurrent step loses with 412 -> 409
+    try:
+        repo.update("Task", new.id, task, if_match=loaded.task.etag)  # of two concurrent steps, one loses
+    except TelemedError as exc:
+        if exc.category is Category.PRECONDITION_FAILED:
+            raise TelemedError(Category.CONFLICT, "The case was changed by someone else in the meantime; reload it",
+                               [Issue("changed", "conflict", "version")]) from None  # fmt: skip
+        raise
     sr = m.service_request_for(loaded.request.resource, new, centre)
     old = {k: v for k, v in loaded.request.resource.items() if k != "meta"}
     if sr != old:
