@@ -4,9 +4,9 @@ A radiologist's institution stores a CT series by STOW-RS; the radiologist signs
 finds the study in the list (its thumbnail drawn from /thumbnail), opens it, and OHIF Viewer,
 served by the platform and reading /portal/dicomweb with the session cookie, draws the slice: the
 test reads the viewport canvas's pixels and finds an image, not a blank canvas. Scrolling the stack
-changes the picture. The upload page sends a ZIP (three slices and a file that is not DICOM) with
-a progress bar and lists each file's result. Screenshots: docs/screenshots/imaging-studies.png,
-imaging-viewer.png, imaging-upload.png.
+changes the picture; a drag changes window/level; the Length tool measures in mm. The upload page
+sends a ZIP (three slices and a file that is not DICOM) with a progress bar and lists each file's
+result. Screenshots: docs/screenshots/imaging-studies.png, imaging-viewer.png, imaging-upload.png.
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ CANVAS_STATS = """() => {
   }
   return { width: c.width, height: c.height, differ, lo, hi, mean: sum / (d.length / 4) };
 }"""
+
+
+def _drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(start[0] + (end[0] - start[0]) * i / 10, start[1] + (end[1] - start[1]) * i / 10)
+    page.mouse.up()
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +109,22 @@ def test_viewer_draws_a_stored_ct_series(chromium, server, services, backend):
         page.wait_for_timeout(200)
     page.wait_for_function(f"(b) => {{ const s = ({CANVAS_STATS})(); return s && s.mean !== b.mean; }}", arg=before,
                            timeout=10000)  # fmt: skip
+    # Window/level (OHIF's primary tool on the left button): a drag changes the overlay's W/L.
+    overlay = page.locator("[data-cy='viewport-overlay-bottom-left']").first
+    wl_before = overlay.inner_text()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    _drag(page, (cx, cy), (cx + 120, cy + 60))
+    changed = "(t) => document.querySelector(\"[data-cy='viewport-overlay-bottom-left']\").innerText !== t"
+    page.wait_for_function(changed, arg=wl_before, timeout=5000)
+    # A length measurement: OHIF's Length tool draws the line and its length in mm (from Pixel Spacing).
+    page.click("[data-cy='Length-btn']")
+    _drag(page, (cx - 150, cy), (cx + 150, cy))
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.cornerstone-viewport-element svg text'))"
+                           ".some(t => /\\d+(\\.\\d+)?\\s*mm/.test(t.textContent))", timeout=10000)  # fmt: skip
+    # OHIF asks (in Chinese) whether to track the series' measurements: yes, so its panel lists the length.
+    page.get_by_role("button", name="是", exact=True).click()
+    page.locator("[data-cy='trackedMeasurements-btn']").click()
+    page.get_by_text(re.compile(r"\d+(\.\d+)? mm")).first.wait_for(timeout=10000)
     page.wait_for_timeout(1500)  # let the thumbnails and overlays settle for the screenshot
     page.screenshot(path=str(SHOTS / "imaging-viewer.png"))
     csp_errors = [p for p in problems if "Content Security Policy" in p]
