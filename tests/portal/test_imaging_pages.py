@@ -119,7 +119,7 @@ def test_the_portal_dicomweb_is_read_only_and_needs_a_session(two_sites, server)
     assert client_a.post("/portal/dicomweb/studies", content=b"x").status_code == 405  # no STOW with a cookie
     with browser_client(server.url) as anonymous:
         metadata = f"/portal/dicomweb/studies/{study}/metadata"
-        assert anonymous.get(metadata, headers={"Accept": "application/json"}).status_code == 401
+        assert anonymous.get(metadata, headers={"Accept": "application/dicom+json"}).status_code == 401  # OHIF
         assert anonymous.get(metadata).status_code == 303  # a page under /portal: to the login page
 
 

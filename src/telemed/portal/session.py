@@ -165,10 +165,14 @@ def optional_user(request: Request) -> PortalUser | None:
         return None
 
 
+# What scripts ask for (JSON, events, and the viewer's DICOMweb: application/dicom+json, multipart/related).
+SCRIPT_TYPES = ("application/json", "+json", "text/event-stream", "multipart/related", "application/dicom")
+
+
 def wants_html(request: Request) -> bool:
     """A browser navigation (or a client that did not say): not a script asking for JSON or events."""
     accept = request.headers.get("accept", "")
-    return "text/html" in accept or not any(k in accept for k in ("application/json", "text/event-stream"))
+    return "text/html" in accept or not any(k in accept for k in SCRIPT_TYPES)
 
 
 def login_redirect(request: Request) -> PortalRedirect | TelemedError:
