@@ -47,6 +47,8 @@ def test_frozen_section_through_the_pages(services, server):
     cid = url.rsplit("/", 1)[1]
 
     p1, t1 = session(services, server, net.pathologists[0])
+    home = p1.get("/portal/").text.split('id="home-pathology"')[1].split("</section>")[0]
+    assert f"/portal/pathology/cases/{cid}" in home and "剩余" in home
     work = p1.get("/portal/pathology/cases")
     assert work.status_code == 200
     frozen = work.text.split('id="frozen"')[1].split("</section>")[0]

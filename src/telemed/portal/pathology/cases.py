@@ -33,6 +33,7 @@ from telemed.pathology import workflow as wf
 from telemed.pathology.gateway import SCOPES
 from telemed.portal import web
 from telemed.portal.exceptions import PortalError
+from telemed.portal.home import register_home_section
 from telemed.portal.i18n import gettext_for
 from telemed.portal.session import CurrentUser, require_roles
 
@@ -133,6 +134,20 @@ def worklist(request: Request, user: CurrentUser) -> HTMLResponse:
             sent = _rows(repo, cases.requested_by(repo, user.practitioner), now)
     return web.render(request, "pathology/cases.html", frozen=frozen, pool=pool, mine=mine, others=others, sent=sent,
                       labels=labels(request), is_centre=user.has_role(*CENTRE))  # fmt: skip
+
+
+def _home(request: Request, user) -> str:
+    """The home page of a pathologist: open frozen sections with their time left, and the pool."""
+    now = _svc(request).clock.now()
+    with _repo(request, user) as repo:
+        rows = _rows(repo, cases.worklist(repo, now), now)
+    frozen = [r for r in rows if r["kind"] == wf.FROZEN]
+    waiting = [r for r in rows if r["kind"] != wf.FROZEN and r["state"] == wf.REQUESTED]
+    return web.render_fragment(request, "pathology/home_section.html", frozen=frozen, waiting=len(waiting),
+                               labels=labels(request))  # fmt: skip
+
+
+register_home_section({"pathologist"}, _home, order=12)
 
 
 def _slide_choices(request: Request, user) -> list[dict]:
