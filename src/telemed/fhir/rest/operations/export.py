@@ -25,6 +25,7 @@ from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
 from telemed.fhir.definitions import load
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
+from telemed.fhir.store import access
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.blobs import BlobStore
@@ -113,12 +114,35 @@ def kick_off(repo: Repository, req: FhirRequest, level: str, group_id: str | Non
         # A POST's parameters are in its body: the spec wants the URL without them.
         "request": f"{req.base_url}/{req.path}" + (f"?{urlencode(req.params)}" if req.params else ""),
         "base": req.base_url,
+        "access": _access_params(repo.context),
     }
     job_id = repo.jobs.submit(repo.conn, KIND, job, owner=repo.context.user)
     return FhirResponse(202, None, {"Content-Location": f"{req.base_url}/$export-poll-status/{job_id}"}, "export")
 
 
 # -- the job -----------------------------------------------------------------------------------
+def _access_params(ctx: AccessContext) -> dict:
+    """What the job needs to export as the caller: the access rules apply to every batch. A
+    break-glass reason covers one request's records, never a bulk export, so it is not carried."""
+    return {
+        "user": ctx.user, "scopes": sorted(ctx.scopes), "roles": sorted(ctx.roles),
+        "organization": ctx.organization, "practitioner": ctx.practitioner, "patient": ctx.patient,
+        "clinical": ctx.clinical,
+    }  # fmt: skip
+
+
+def _owner_context(params: dict) -> AccessContext:
+    """The context of the user who asked for the export. A job queued without it (before the
+    access rules applied to exports) exports no patient data."""
+    a = params.get("access")
+    if not a:
+        return AccessContext(user="unknown", clinical="none")
+    return AccessContext(
+        user=a["user"], scopes=frozenset(a["scopes"]), roles=frozenset(a["roles"]), organization=a["organization"],
+        practitioner=a["practitioner"], patient=a["patient"], clinical=a["clinical"], reveal=False,
+    )  # fmt: skip
+
+
 def _patient_ids(repo: Repository, params: dict) -> list[str] | None:
     """The patients whose compartments are exported: None for all (system and patient level)."""
     if params["level"] != "group":
@@ -195,9 +219,7 @@ def run_export(ctx: JobContext, blobs: BlobStore, repository_factory) -> dict:
     p = ctx.params
     tx = parse_fhir_datetime(p["tx"])
     since = parse_fhir_datetime(p["since"]) if p.get("since") else None
-    # TODO(access rules): the job reads as the system. Once access rules land, build the owner's
-    # AccessContext from the job row's ``owner`` and filter every batch by what that user may read.
-    context = AccessContext.system()
+    context = _owner_context(p)  # the access rules of the user who asked, on every batch
     with unit_of_work(ctx.engine, write=False) as conn:
         patients = _patient_ids(repository_factory(conn, context), p)
     out = _Output(blobs, f"{p['base']}/$export-file/{ctx.id}")
@@ -208,6 +230,9 @@ def run_export(ctx: JobContext, blobs: BlobStore, repository_factory) -> dict:
             or_(r.deleted.is_(False), r.last_updated > tx),  # deleted after tx: exported as of tx
             _membership(rtype, p["level"], patients),
         )
+        visible = access.visibility(t_resource, rtype, context, tx)
+        if visible is not None:
+            query = query.where(visible)
         if since is not None:
             query = query.where(r.last_updated >= since)
         count, last = 0, ""
