@@ -251,3 +251,29 @@ def test_the_invited_external_expert_joins_with_the_guest_session(services, serv
     # The guest session is bound to its consultation: another room is as if it did not exist.
     other = scheduled(services, net=net)
     assert guest.get(f"/portal/consultations/{other.cid}/video").status_code == 404
+
+
+def test_sfu_requests_in_a_mesh_room_and_unanswerable_record_messages_are_refused_without_closing(
+    services, server, call
+):
+    (doctor, dtoken), (expert, etoken) = _pair(services, server, call)
+    with connect(server, doctor, call.cid) as a, connect(server, expert, call.cid) as b:
+        join(a, dtoken, "peer-doctor-2")
+        join(b, etoken, "peer-expert-2")
+        assert recv(a)["type"] == "peer-joined"
+        send(a, {"type": "sfu-publish", "sdp": SDP})
+        assert recv(a) == {"type": "error", "code": "no-sfu", "detail": "this room has no media server"}
+        send(b, {"type": "record", "action": "consent"})  # nothing was asked
+        assert recv(b)["code"] == "record"
+        # Asked by the doctor, answered by the expert: both pages see it go on, then off.
+        send(a, {"type": "record", "action": "request"})
+        asked = recv(b)
+        assert asked["state"] == "asking" and asked["consented"] == ["peer-doctor-2"]
+        assert recv(a)["state"] == "asking"
+        send(b, {"type": "record", "action": "consent"})
+        on = recv(a)
+        assert on["state"] == "on" and on["recorder"] == "peer-doctor-2" and recv(b)["state"] == "on"
+        send(b, {"type": "record", "action": "stop"})
+        assert recv(a)["state"] == "off"
+        send(a, {"type": "ping"})
+        assert recv(a, skip=("record",)) == {"type": "pong"}  # the socket is still open
