@@ -13,8 +13,6 @@ roles that need them, and the reveal is recorded on the request's AuditEvent.
 
 from __future__ import annotations
 
-import copy
-
 from telemed.fhir.search.types._common import normalise
 from telemed.kernel.crypto import FieldCipher, is_encrypted
 
@@ -44,10 +42,30 @@ def _slots(resource: dict):
                     yield lines, i
 
 
+def _copy_slots(resource: dict) -> dict:
+    """A copy of ``resource`` whose sensitive containers (and only those) are new objects, so
+    changing their values leaves ``resource`` as it was. (A deep copy of every Patient cost
+    most of the time of loading a list of them.)"""
+    out = dict(resource)
+    for name in ("identifier", "telecom"):
+        if isinstance(out.get(name), list):
+            out[name] = [dict(x) if isinstance(x, dict) else x for x in out[name]]
+    if isinstance(out.get("address"), list):
+        addresses = []
+        for addr in out["address"]:
+            if isinstance(addr, dict):
+                addr = dict(addr)
+                if isinstance(addr.get("line"), list):
+                    addr["line"] = list(addr["line"])
+            addresses.append(addr)
+        out["address"] = addresses
+    return out
+
+
 def _transform(resource: dict, fn) -> dict:
     if resource.get("resourceType") not in PROTECTED_TYPES:
         return resource
-    out = copy.deepcopy(resource)
+    out = _copy_slots(resource)
     for container, key in list(_slots(out)):
         container[key] = fn(container[key])
     return out
@@ -100,7 +118,7 @@ def mask_value(value: str, key: object) -> str:
 def mask(resource: dict) -> dict:
     if resource.get("resourceType") not in PROTECTED_TYPES:
         return resource
-    out = copy.deepcopy(resource)
+    out = _copy_slots(resource)
     for container, key in list(_slots(out)):
         container[key] = mask_value(container[key], key)
     return out

@@ -63,6 +63,8 @@ def unescape(value: str) -> str:
 
 def split_unescaped(value: str, sep: str, maxsplit: int = -1) -> list[str]:
     """Split on ``sep`` where it is not escaped by a backslash (parts stay escaped)."""
+    if "\\" not in value:  # nothing escaped (nearly always): str.split, not a loop per character
+        return value.split(sep, maxsplit)
     parts, current, i = [], [], 0
     while i < len(value):
         c = value[i]
