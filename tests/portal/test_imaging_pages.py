@@ -140,6 +140,9 @@ def test_viewer_files(two_sites, server):
     bundle = re.search(r'src="(/portal/viewer/app\.bundle\.[0-9a-f]+\.js)"', index.text).group(1)
     js = client_a.get(bundle)
     assert js.status_code == 200 and '__webpack_require__.p = "/portal/viewer/";' in js.text
+    assert js.headers["content-encoding"] == "gzip" and int(js.headers["content-length"]) < len(js.content) / 3
+    plain = client_a.get(bundle, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == js.content
     config = client_a.get("/portal/viewer/app-config.js").text
     assert '"/portal/dicomweb"' in config and "cloudfront" not in config
     wasm = next(p for p in viewer.dist().glob("*.wasm"))

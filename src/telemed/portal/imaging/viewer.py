@@ -5,6 +5,7 @@ OHIF is built to live at ``/``; it is served here unchanged except for what name
 - ``index.html`` gets ``/portal/viewer/`` in its links, its two inline scripts move to ``boot.js`` (the
   viewer's CSP allows no inline script) and the service worker is left out (it would cache patient images);
 - the bundles that set webpack's public path (``__webpack_require__.p = "/"``) get ``/portal/viewer/``;
+- scripts, styles and WebAssembly are sent gzip-compressed (compressed once per process, kept in memory);
 - ``app-config.js`` is ours: one DICOMweb data source, ``/portal/dicomweb`` (the same routes and access
   rules as ``/dicomweb``, reached by the portal's session cookie), no study list of OHIF's own (the portal
   has one), no other data sources.
@@ -16,6 +17,7 @@ gets ``index.html``, for signed-in users only.
 
 from __future__ import annotations
 
+import gzip
 import mimetypes
 import os
 import re
@@ -52,6 +54,8 @@ VIEWER_CSP = "; ".join(
 HEADERS = {"Content-Security-Policy": VIEWER_CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 STATIC_HEADERS = {**HEADERS, "Cache-Control": "public, max-age=86400"}
 mimetypes.add_type("application/wasm", ".wasm")
+COMPRESSIBLE = {".js": "text/javascript", ".css": "text/css", ".wasm": "application/wasm", ".json": "application/json",
+                ".svg": "image/svg+xml", ".html": "text/html; charset=utf-8"}  # fmt: skip
 
 BOOT_JS = f"""// Telemed: OHIF's inline start-up scripts, moved here for the Content-Security-Policy.
 function browserImportFunction(n) {{ return import(n); }}
@@ -138,13 +142,19 @@ def _index_html(folder: str) -> bytes:
     return html.encode()
 
 
-@lru_cache(maxsize=16)
-def _patched(path: str, mtime: float) -> bytes | None:
-    """The bundle with the viewer's public path, or None when it does not set one."""
-    data = Path(path).read_bytes()
-    if PUBLIC_PATH_JS not in data:
-        return None
+def _patched(data: bytes) -> bytes:
+    """The bundle with the viewer's public path (unchanged when it does not set one)."""
     return data.replace(PUBLIC_PATH_JS, f'__webpack_require__.p = "{BASE}";'.encode())
+
+
+@lru_cache(maxsize=64)
+def _body(path: str, mtime: float, gzipped: bool) -> bytes:
+    """A file as sent: bundles patched, and gzip-compressed once per process when the browser takes
+    it (the main bundle is 17 MB, 3.4 MB compressed: seconds saved on a county hospital's link)."""
+    data = Path(path).read_bytes()
+    if path.endswith(".js"):
+        data = _patched(data)
+    return gzip.compress(data, 6) if gzipped else data
 
 
 def _file(name: str) -> Path | None:
@@ -181,8 +191,9 @@ def viewer_file(request: Request, name: str) -> Response:
         if "." in name.rsplit("/", 1)[-1]:  # a file OHIF asks for that is not there
             raise TelemedError(Category.NOT_FOUND, "No such file")
         return _index(request)  # one of OHIF's routes
-    if path.suffix == ".js":
-        patched = _patched(str(path), path.stat().st_mtime)
-        if patched is not None:
-            return Response(patched, media_type="text/javascript", headers=STATIC_HEADERS)
-    return FileResponse(path, headers=STATIC_HEADERS)
+    if path.suffix not in COMPRESSIBLE:
+        return FileResponse(path, headers=STATIC_HEADERS)
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    headers = {**STATIC_HEADERS, "Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzipped else {})}
+    media = COMPRESSIBLE[path.suffix]
+    return Response(_body(str(path), path.stat().st_mtime, gzipped), media_type=media, headers=headers)
