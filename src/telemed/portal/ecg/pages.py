@@ -188,9 +188,9 @@ async def upload(request: Request, user: CurrentUser, patient: str = Form(...), 
             raise PortalError(Category.INCORRECT, "The files are larger than %(mb)s MB", mb=MAX_FILES_BYTES >> 20)
         received[Path(f.filename or "ecg").name] = data
     svc = _services(request)
-    pools = _pools(request)
 
     def store() -> service.Ingested:
+        pools = _pools(request)  # in the worker thread: a database read never stalls the event loop
         with _repo(request, user, write=True) as repo:
             done = service.receive(repo, svc.blobs, pools, svc.clock.now(), svc.ids(), files=received,
                                    patient=patient, ctx=user.context, priority=priority, note=note or None)  # fmt: skip
