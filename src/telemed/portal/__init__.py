@@ -21,11 +21,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from telemed.portal import auth_pages, consultation, ecg, errors, home, i18n, imaging, pathology, uploads, video, web
+from telemed.portal import (
+    auth_pages,
+    consultation,
+    ecg,
+    errors,
+    home,
+    i18n,
+    imaging,
+    pathology,
+    reading,
+    uploads,
+    video,
+    web,
+)
 from telemed.portal.session import require_csrf
 
 # Each has a ``router``; every one of its routes gets the CSRF check.
-PAGE_MODULES = (i18n, auth_pages, home, uploads, consultation, ecg, video, pathology, imaging)
+PAGE_MODULES = (i18n, auth_pages, home, uploads, consultation, ecg, video, pathology, imaging, reading)
 
 router = APIRouter(dependencies=[Depends(require_csrf)])
 for _module in PAGE_MODULES:
