@@ -43,6 +43,7 @@ from telemed.identity import api as auth_api
 from telemed.identity.revocation import Revocations
 from telemed.imaging import DicomService, Received
 from telemed.imaging import api as dicomweb
+from telemed.imaging.reading.watch import ReadingWatcher
 from telemed.kernel.blobs import BlobStore, open_blob_store
 from telemed.kernel.clock import Clock, SystemClock
 from telemed.kernel.crypto import FieldCipher
@@ -80,6 +81,7 @@ class Services:
     _sla_watcher: SlaWatcher | None = None
     ecg_watcher: EscalationWatcher | None = None
     frozen_watcher: FrozenSectionWatcher | None = None
+    reading_watcher: ReadingWatcher | None = None
     consultation_sla: SlaPolicy | None = None
     outbox: notify.Outbox | None = None
     email: notify.EmailSender | None = None
@@ -183,12 +185,17 @@ class Services:
         self.frozen_watcher = FrozenSectionWatcher(self.engine, self.clock, self.repository, self.ids, self.outbox,
                                                    self.site_url)  # fmt: skip
         self.frozen_watcher.start()
+        self.reading_watcher = ReadingWatcher(self.engine, self.clock, self.repository, self.ids, self.outbox,
+                                              self.site_url)  # fmt: skip
+        self.reading_watcher.start()
 
     def stop_background(self) -> None:
         if self.ecg_watcher is not None:
             self.ecg_watcher.stop()
         if self.frozen_watcher is not None:
             self.frozen_watcher.stop()
+        if self.reading_watcher is not None:
+            self.reading_watcher.stop()
         self.sla_watcher().stop()
         self.sealer.stop()
         self.dispatcher.stop()

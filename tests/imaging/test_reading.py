@@ -277,3 +277,22 @@ def test_anonymise_for_teaching(services):
     with pytest.raises(TelemedError):
         anonymise.anonymise_dataset(ds, Anonymizer())
     assert base64  # imported for symmetry with other tests
+
+
+def test_the_watcher_puts_arrived_studies_on_the_worklist(services):
+    from telemed.imaging.reading.watch import ReadingWatcher
+
+    net = reading_net.build(services)
+    env = reading_net.env(services)
+    first, _ = reading_net.ct_study(services, net, count=1)
+    patient = look(services, net.ctx("requester"), rs.read, "ImagingStudy", first).resource["subject"]["reference"]
+    uid = generate_uid()
+    made = run(services, net.ctx("requester"), rs.request_reading, env, net.ctx("requester"),
+               rs.RequestForm(centre=net.centre, study_uid=uid, patient=patient.split("/")[1]))  # fmt: skip
+    pid = look(services, AccessContext.system(), rs.read, "Patient", patient.split("/")[1]).resource
+    reading_net.ct_study(services, net, uid=uid, patient_id=pid["identifier"][0]["value"], count=1)
+    watcher = ReadingWatcher(services.engine, services.clock, services.repository, services.ids, services.outbox,
+                             services.site_url, env.policy)  # fmt: skip
+    notices = watcher.tick()
+    assert any(n.reading == made.id and n.kind == "new-routine" for n in notices)
+    assert look(services, net.ctx("r1"), rs.load, made.id).reading.state == wf.REQUESTED
