@@ -35,6 +35,8 @@ EXPECTED = {
     "account": 45,  # 40 practitioners + admin, qc, triage, auditor, supervisor
     "consultation": 16,
     "ecg": 4,  # remote ECGs sent by township clinics (telemed.demo.ecg)
+    "pathology": 2,  # telemed.demo.pathology
+    "reading": 3,  # remote imaging readings (telemed.demo.reading)
 }
 
 
@@ -108,7 +110,9 @@ def test_practitioners_and_roles(demo):
     services, _, _ = demo
     practitioners = {p["id"]: p for p in _all(services, "Practitioner")}
     # (the ECG readers' duty roles at the province's reading pool are telemed.demo.ecg's)
-    roles = [r for r in _all(services, "PractitionerRole") if not r["id"].startswith("ecg-duty-")]
+    # (and the pathologists' and radiologists' duty roles at the centre are telemed.demo.pathology's and .reading's)
+    roles = [r for r in _all(services, "PractitionerRole")
+             if not r["id"].startswith(("ecg-duty-", "path-duty-", "rad-duty-"))]
     tiers = {o["id"]: _tier(o) for o in _all(services, "Organization")}
     assert 35 <= len(practitioners) <= 45
     assert len(roles) == len(practitioners)

@@ -19,6 +19,7 @@ from telemed.demo.consultations import load_consultations
 from telemed.demo.ecg import load_ecgs
 from telemed.demo.network import ACCOUNTS, build_network
 from telemed.demo.pathology import load_pathology
+from telemed.demo.reading import load_readings
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.identity import ensure_account
@@ -83,6 +84,7 @@ def load_demo(services: DemoServices) -> dict[str, int]:
         if settings is not None:
             counts["pathology"] = load_pathology(lambda ctx: services.repository(conn, ctx), services.clock,
                                                  services.ids, settings.var_dir, build_network())  # fmt: skip
+        counts["reading"] = load_readings(lambda ctx: services.repository(conn, ctx), services.clock, build_network())
     return counts
 
 
