@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import and_, delete, false, insert, or_, select
+from sqlalchemy import and_, delete, exists, false, insert, or_, select
 
 from telemed.db.schema import access_grant as t_grant
 from telemed.db.schema import idx_reference
@@ -48,8 +48,11 @@ def _compartment_codes(resource_type: str) -> list[str]:
     return [c for c in load().patient_compartment.get(resource_type, []) if c != "{def}"]
 
 
-def granted_patients(ctx: AccessContext, now: datetime):
-    """SELECT of the patient ids granted to the caller (institution or personally), valid now."""
+def granted(patient_id, ctx: AccessContext, now: datetime):
+    """EXISTS: the patient ``patient_id`` (a column) is granted to the caller (institution or
+    personally), valid now; None when the caller can hold no grant. Correlated on the patient, so
+    a read or a selective search probes ``ix_grant_patient`` per row instead of listing every
+    granted patient first."""
     grantees = []
     if ctx.organization:
         grantees.append(and_(t_grant.c.grantee_kind == "organization", t_grant.c.grantee_id == ctx.organization))
@@ -57,40 +60,42 @@ def granted_patients(ctx: AccessContext, now: datetime):
         grantees.append(and_(t_grant.c.grantee_kind == "practitioner", t_grant.c.grantee_id == ctx.practitioner))
     if not grantees:
         return None
-    return select(t_grant.c.patient_id).where(
-        or_(*grantees), or_(t_grant.c.valid_until.is_(None), t_grant.c.valid_until > now)
+    return exists().where(
+        t_grant.c.patient_id == patient_id,
+        or_(*grantees),
+        or_(t_grant.c.valid_until.is_(None), t_grant.c.valid_until > now),
     )
 
 
 def visibility(res, resource_type: str, ctx: AccessContext, now: datetime):
     """A WHERE clause limiting ``res`` (the resource table or an alias) to what ``ctx`` may see;
-    None when no limit applies."""
+    None when no limit applies.
+
+    Written as EXISTS subqueries correlated on the row (its compartment references, then the
+    grants of each referenced patient), each answered from an index: the cost grows with the rows
+    a request looks at, not with how many patients the caller may see (measured by
+    benchmarks/access_overhead.py)."""
     if not is_clinical(resource_type) or ctx.sees_all:
         return None
     if ctx.clinical == "none":
         return false()
-    if ctx.clinical == "self":
-        patients = [ctx.patient] if ctx.patient else []
-        granted = None
-        own = false()
-    else:
-        patients = []
-        granted = granted_patients(ctx, now)
-        own = res.c.owner_org == ctx.organization if ctx.organization else false()
+    self_only = ctx.clinical == "self"
+    patients = [ctx.patient] if self_only and ctx.patient else []
+    own = res.c.owner_org == ctx.organization if ctx.organization and not self_only else false()
     if resource_type == "Patient":
         conds = [own]
         if patients:
             conds.append(res.c.id.in_(patients))
-        if granted is not None:
-            conds.append(res.c.id.in_(granted))
+        if not self_only and (grant := granted(res.c.id, ctx, now)) is not None:
+            conds.append(grant)
         return or_(*conds)
     codes = _compartment_codes(resource_type)
     ref = idx_reference.alias()
     targets = []
     if patients:
         targets.append(ref.c.target_id.in_(patients))
-    if granted is not None:
-        targets.append(ref.c.target_id.in_(granted))
+    if not self_only and (grant := granted(ref.c.target_id, ctx, now)) is not None:
+        targets.append(grant)
     if resource_type in DIRECTORY_WHEN_PATIENTLESS:
         # A practitioner's or a room's Schedule holds no patient data: directory data, open to all.
         own = or_(own, res.c.id.notin_(
@@ -100,13 +105,12 @@ def visibility(res, resource_type: str, ctx: AccessContext, now: datetime):
         ))  # fmt: skip
     if not targets or not codes:
         return own
-    via_patient = res.c.id.in_(
-        select(ref.c.resource_id).where(
-            ref.c.resource_type == resource_type,
-            ref.c.code.in_(codes),
-            ref.c.target_type == "Patient",
-            or_(*targets),
-        )
+    via_patient = exists().where(
+        ref.c.resource_type == resource_type,
+        ref.c.resource_id == res.c.id,
+        ref.c.code.in_(codes),
+        ref.c.target_type == "Patient",
+        or_(*targets),
     )
     return or_(own, via_patient)
 

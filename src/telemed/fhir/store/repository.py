@@ -291,6 +291,17 @@ class Repository:
         self.flush()
         return self.conn.execute(_SELECT_CURRENT, {"b_type": resource_type, "b_id": id_}).first()
 
+    def _current_if_visible(self, resource_type: str, id_: str):
+        """The current row when it exists and the caller may see it, in one statement (the access
+        rule is a column of the row's SELECT, not a second query); None otherwise."""
+        clause = access.visibility(t_resource, resource_type, self.context, self.clock.now())
+        if clause is None:
+            return self._current(resource_type, id_)
+        self.flush()
+        q = _SELECT_CURRENT.add_columns(clause.label("visible"))
+        row = self.conn.execute(q, {"b_type": resource_type, "b_id": id_}).first()
+        return row if row is not None and row.visible else None
+
     def _visible(self, resource_type: str, id_: str) -> bool:
         """Whether the caller may see this resource (access rules); unknown resources are not visible."""
         clause = access.visibility(t_resource, resource_type, self.context, self.clock.now())
@@ -372,8 +383,8 @@ class Repository:
         """R4 §3.1.0.2 read: 404 if it never existed, 410 if deleted."""
         self._check_type(resource_type)
         self.context.require(resource_type, "read")
-        row = self._current(resource_type, id_)
-        if row is None or not self._visible(resource_type, id_):
+        row = self._current_if_visible(resource_type, id_)
+        if row is None:
             raise TelemedError(Category.NOT_FOUND, f"{resource_type}/{id_} is not known")
         if row.deleted:
             raise TelemedError(
