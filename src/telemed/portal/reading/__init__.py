@@ -74,7 +74,7 @@ def labels(request: Request) -> dict:
         wf.READING: _("Being read"), wf.REPORTED: _("Reported"), wf.ACKNOWLEDGED: _("Acknowledged"),
         wf.CANCELLED: _("Cancelled"), wf.STAT: _("Stat priority"), wf.URGENT: _("Urgent priority"),
         wf.ROUTINE: _("Routine priority"),
-        "technique": _("Technique"), "findings": _("Findings"), "impression": _("Impression"),
+        "technique": _("Technique"), "findings": _("Findings"), "impression": _("Diagnostic impression"),
         "recommendation": _("Recommendation"),
     }  # fmt: skip
 
