@@ -194,7 +194,9 @@ def test_second_load_creates_nothing_and_keeps_versions(demo):
     assert set(counts) == set(EXPECTED)
     assert all(n == 0 for n in counts.values()), counts
     assert _versions(services) == before
-    network = {k: v for k, v in before[0].items() if k[0] in EXPECTED}
+    # (the province hospital is written again once by each domain loader that makes it a centre:
+    # telemed.demo.pathology and telemed.demo.reading add their Organization.type)
+    network = {k: v for k, v in before[0].items() if k[0] in EXPECTED and k != ("Organization", "org-province")}
     assert set(network.values()) == {1}  # the network is written once; consultations move through versions
 
 
