@@ -74,3 +74,48 @@ def test_an_imported_dicom_wsi_is_served_from_the_centre(services, dicom_folder)
     with unit_of_work(services.engine, write=False) as conn:  # the centre's pathologists see it only by request
         assert service.readable(services.repository(conn, net.ctx("requester")), rec.id)
         assert not service.readable(services.repository(conn, net.ctx("outsider")), rec.id)
+
+
+def test_a_dicom_wsi_folder_through_the_site_gateway(services, server, dicom_folder, tmp_path):
+    """The gateway sees a folder of DICOM instances as one slide: registered, its tiles answered
+    over the link at once, and the folder uploaded as one tar (resumable like any file) that the
+    centre unpacks and then serves itself."""
+    import hashlib
+    import time
+
+    import httpx
+
+    from tests.pathology.site import GatewayThread, gateway_config, make_site
+
+    def wait_for(predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if value := predicate():
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    site = make_site(services)
+    folder = tmp_path / "scanner"
+    folder.mkdir()
+    viewer = httpx.Client(base_url=server.url + "/api/pathology", timeout=30,
+                          headers={"Authorization": f"Bearer {site.viewer_token}"})  # fmt: skip
+    info = Slide(dicom_folder).info
+    tile = f"/slides/{{}}/slide_files/{info.max_level}/5_3.jpeg"
+    with GatewayThread(gateway_config(server, site, folder, tmp_path / "state", rate=150_000)) as gw:
+        shutil.copytree(dicom_folder, folder / "S26-DCM")
+        slide_id = wait_for(lambda: next((s.id for s in gw.slides.values() if s.id), None), 60, "registration")
+        wait_for(lambda: gw.linked.is_set(), 10, "the gateway's link")
+        first = viewer.get(tile.format(slide_id))
+        assert first.status_code == 200 and first.content.startswith(b"\xff\xd8")
+        assert viewer.get(f"/slides/{slide_id}").json()["name"] == "S26-DCM.dicom.tar"
+        wait_for(lambda: all(s.complete for s in gw.slides.values() if s.id), 120, "the upload")
+        packed = next(s.upload for s in gw.slides.values() if s.id)
+    store = pathology_api.centre_of(services).store
+    rec = store.record(slide_id)
+    unpacked = store.folder(slide_id) / "slide.dicom"
+    assert rec.complete and unpacked.is_dir() and rec.sha256 == hashlib.sha256(open(packed, "rb").read()).hexdigest()
+    for f in dicom_folder.iterdir():
+        assert (unpacked / f.name).read_bytes() == f.read_bytes()
+    local = viewer.get(tile.format(slide_id))
+    assert local.status_code == 200 and store.local_slide(rec).info == info

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import tarfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,15 @@ class SlideRecord:
     @property
     def slide_info(self) -> SlideInfo:
         return SlideInfo.from_json(self.info)
+
+    @property
+    def dicom_tar(self) -> bool:
+        """A DICOM WSI folder sent as one tar by a gateway (unpacked to ``slide.dicom/`` when complete)."""
+        return self.name.lower().endswith(".dicom.tar")
+
+    @property
+    def local_name(self) -> str:
+        return "slide.dicom" if self.dicom_tar else f"slide{self.suffix}"
 
     @property
     def suffix(self) -> str:
@@ -126,7 +136,7 @@ class SlideStore:
         with self._lock:
             slide = self._slides.get(rec.id)
             if slide is None:
-                slide = self._slides[rec.id] = Slide(self.folder(rec.id) / f"slide{rec.suffix}", self.cache, rec.id)
+                slide = self._slides[rec.id] = Slide(self.folder(rec.id) / rec.local_name, self.cache, rec.id)
             return slide
 
     def _tile_path(self, slide_id: str, level: int, col: int, row: int) -> Path:
@@ -244,11 +254,31 @@ class SlideStore:
             rec.offset = 0
             self.save(rec)
             raise TelemedError(Category.UNPROCESSABLE, "The file's SHA-256 does not match the original; sending again")
-        final = self.folder(rec.id) / f"slide{rec.suffix}"
-        os.replace(part, final)
+        final = self.folder(rec.id) / rec.local_name
         try:
+            if rec.dicom_tar:
+                _unpack(part, final)
+            else:
+                os.replace(part, final)
             Slide(final, self.cache, rec.id)
         except SlideError as exc:
             rec.extra["error"] = exc.message
             raise
         rec.complete = True
+
+
+def _unpack(tar_path: Path, folder: Path) -> None:
+    """The DICOM instances of a gateway's tar into ``folder``: plain files only, no paths."""
+    folder.mkdir(exist_ok=True)
+    try:
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if not member.isfile() or not name or name != member.name or name.startswith("."):
+                    raise SlideError(f"{member.name} is not a plain file of a DICOM WSI")
+                with tar.extractfile(member) as src, (folder / name).open("wb") as dst:
+                    while chunk := src.read(4 * 1024 * 1024):
+                        dst.write(chunk)
+    except tarfile.TarError as exc:
+        raise SlideError(f"The DICOM WSI archive cannot be read: {exc}") from None
+    tar_path.unlink()

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import tarfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from telemed.pathology.link import HEADER
-from telemed.pathology.slide import Slide, SlideError
+from telemed.pathology.slide import Slide, SlideError, is_dicom_wsi
 
 log = logging.getLogger("telemed.gateway")
 
@@ -115,6 +116,7 @@ class LocalSlide:
     pushed: bool = False
     complete: bool = False
     error: str | None = None
+    upload: str | None = None  # what is sent when it is not ``path``: a DICOM WSI folder packed as one tar
 
 
 @dataclass
@@ -188,12 +190,20 @@ class Gateway:
         """Files that stopped growing since the last look (a scanner writes for minutes)."""
         ready = []
         for path in sorted(self.config.folder.iterdir()):
-            if path.suffix.lower() not in SLIDE_SUFFIXES or not path.is_file():
+            if path.is_dir():  # a DICOM WSI: a folder of instances, one per level
+                files = [f for f in path.iterdir() if f.is_file()]
+                if not files or not is_dicom_wsi(files[0]):
+                    continue
+                stats = [f.stat() for f in files]
+                size, mtime = sum(st.st_size for st in stats), max(st.st_mtime for st in stats)
+            elif path.suffix.lower() in SLIDE_SUFFIXES and path.is_file():
+                st = path.stat()
+                size, mtime = st.st_size, st.st_mtime
+            else:
                 continue
-            st = path.stat()
             known = self.slides.get(str(path))
-            if known is None or (known.size, known.mtime) != (st.st_size, st.st_mtime) and not known.id:
-                self.slides[str(path)] = LocalSlide(str(path), st.st_size, st.st_mtime)
+            if known is None or (known.size, known.mtime) != (size, mtime) and not known.id and not known.upload:
+                self.slides[str(path)] = LocalSlide(str(path), size, mtime)
                 continue  # look again next time: still the same size means the scanner is done
             if known.id is None and known.error is None:
                 ready.append(known)
@@ -208,9 +218,16 @@ class Gateway:
             log.warning("%s", exc.message)
             self._save()
             return
+        name = path.name
+        if path.is_dir():
+            name = f"{path.name}.dicom.tar"
+            if not local.upload:
+                packed = self.config.state_dir / "packed" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:16]}.tar"
+                await asyncio.to_thread(pack_folder, path, packed)
+                local.upload, local.size = str(packed), packed.stat().st_size
         if not local.sha256:
-            local.sha256 = await asyncio.to_thread(_sha256, path)
-        body: dict = {"name": path.name, "size": local.size, "sha256": local.sha256, "info": slide.info.to_json()}
+            local.sha256 = await asyncio.to_thread(_sha256, Path(local.upload or path))
+        body: dict = {"name": name, "size": local.size, "sha256": local.sha256, "info": slide.info.to_json()}
         sidecar = path.with_name(path.name + ".json")
         if sidecar.exists():
             try:
@@ -346,7 +363,7 @@ class Gateway:
         r.raise_for_status()
         status = r.json()
         offset = int(status["offset"])
-        with open(local.path, "rb") as f:
+        with open(local.upload or local.path, "rb") as f:
             while offset < local.size and not self._stop.is_set():
                 if not in_window(self.config.window, datetime.now()):
                     await self._sleep(30)
@@ -382,6 +399,21 @@ class Gateway:
             await asyncio.gather(self.watch(client), self.link(client), self.upload(client))
         for slide in self._open.values():
             slide.close()
+
+
+def pack_folder(folder: Path, target: Path) -> Path:
+    """A DICOM WSI folder as one uncompressed tar (the instances are JPEG already), the same bytes
+    for the same files (sorted, no times or owners), so a restarted gateway resumes its upload."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for f in sorted(p for p in folder.iterdir() if p.is_file()):
+            info = tar.gettarinfo(str(f), arcname=f.name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+            with f.open("rb") as data:
+                tar.addfile(info, data)
+    os.replace(tmp, target)
+    return target
 
 
 def _sha256(path: Path) -> str:
