@@ -60,6 +60,13 @@ async def _participant(url: str, room: int, name: str):
     await asyncio.to_thread(janus.send, pub, {"request": "configure", "audio": False, "video": True}, offer)
     answer = await asyncio.to_thread(janus.event, pub, 10, lambda e: "jsep" in e)
     await pc.setRemoteDescription(RTCSessionDescription(answer["jsep"]["sdp"], "answer"))
+    # Janus offers a feed to subscribers only once its publisher's media is up (ICE + DTLS), which
+    # takes a while on a loaded machine; a browser subscribes when Janus announces the publisher.
+    for _ in range(300):
+        if pc.connectionState == "connected":
+            break
+        await asyncio.sleep(0.1)
+    assert pc.connectionState == "connected", f"{name} did not connect to Janus: {pc.connectionState}"
     return {"janus": janus, "pc": pc, "id": joined["plugindata"]["data"]["id"], "name": name, "subs": []}
 
 
@@ -70,7 +77,11 @@ async def _subscribe(url: str, room: int, me: dict, feed: int) -> asyncio.Future
     handle = await asyncio.to_thread(janus.attach)
     body = {"request": "join", "ptype": "subscriber", "room": room, "pin": PIN, "streams": [{"feed": feed}]}
     await asyncio.to_thread(janus.send, handle, body)
-    offer = await asyncio.to_thread(janus.event, handle, 10, lambda e: "jsep" in e)
+    reply = await asyncio.to_thread(
+        janus.event, handle, 20, lambda e: "jsep" in e or "error" in e["plugindata"]["data"]
+    )
+    assert "jsep" in reply, reply["plugindata"]["data"]
+    offer = reply
     pc = RTCPeerConnection()
     got = asyncio.get_running_loop().create_future()
 
