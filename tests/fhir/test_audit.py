@@ -115,6 +115,34 @@ def test_verify_accepts_an_intact_chain(fresh):
     assert result.ok and result.checked == 5
 
 
+def test_sealers_of_several_instances_seal_each_event_once(fresh):
+    """Every app instance runs a sealer: racing ones neither fail nor fork the chain."""
+    import threading
+
+    svc, _, _ = fresh
+    ctx = AccessContext.system()
+    with unit_of_work(svc.engine) as conn:
+        for i in range(200):
+            audit.record(conn, ctx, audit.AuditRecord("read", "0", f"Patient/q{i}", patient=f"q{i}"), svc.clock)
+    errors = []
+
+    def instance():
+        try:
+            for _ in range(5):
+                audit.Sealer(svc.engine, svc.clock).tick()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=instance) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    result = audit.verify(svc.engine)
+    assert result.ok and result.checked == 205 and result.unsealed == 0
+
+
 def test_verify_catches_an_edited_row(fresh):
     svc, url, tmp = fresh
     _without_triggers(svc, "UPDATE audit_event SET username = 'mallory' WHERE seq = 3")

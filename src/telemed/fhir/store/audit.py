@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import audit_event as t_audit
@@ -33,6 +35,8 @@ from telemed.kernel.worker import BackgroundWorker
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D"}
 GAP_GRACE = timedelta(seconds=30)  # a sequence gap younger than this may be a transaction still running
 GENESIS = "0" * 64
+_SEAL_LOCK = 0x7E1E_A0D1  # PostgreSQL advisory lock key of the sealer
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,8 +131,16 @@ def _chain(previous: str, seq: int, digest: str) -> str:
 
 
 def seal(engine: Engine, clock: Clock, limit: int = 5000) -> int:
-    """Link unsealed events into the chain, in seq order; returns how many were sealed."""
+    """Link unsealed events into the chain, in seq order; returns how many were sealed.
+
+    Every instance of the app runs a sealer: on PostgreSQL one at a time holds the lock and the others
+    skip the round; elsewhere (SQLite, one writer) a round that lost the race ends in a duplicate
+    seal, which ``Sealer`` takes for the other instance's success."""
     with unit_of_work(engine) as conn:
+        if conn.dialect.name == "postgresql" and not conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _SEAL_LOCK}
+        ).scalar_one():
+            return 0
         last = conn.execute(select(t_seal.c.seq, t_seal.c.chain_hash).order_by(t_seal.c.seq.desc()).limit(1)).first()
         previous, last_seq = (last.chain_hash, last.seq) if last else (GENESIS, 0)
         rows = conn.execute(
@@ -202,8 +214,11 @@ class Sealer(BackgroundWorker):
         self.engine, self.clock = engine, clock
 
     def tick(self) -> None:
-        while seal(self.engine, self.clock) == 5000:
-            pass
+        try:
+            while seal(self.engine, self.clock) == 5000:
+                pass
+        except IntegrityError:
+            log.debug("audit events sealed by another instance meanwhile")
 
 
 def count(conn: Connection) -> int:
