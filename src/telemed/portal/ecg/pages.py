@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -24,7 +23,7 @@ from telemed.ecg import UnreadableRecording, model, report, service, stats
 from telemed.ecg import workflow as wf
 from telemed.fhir.store.context import AccessContext
 from telemed.kernel.errors import Category, TelemedError
-from telemed.portal import web
+from telemed.portal import audit, web
 from telemed.portal.exceptions import PortalError
 from telemed.portal.i18n import gettext_for, lang_of
 from telemed.portal.nav import register_nav
@@ -63,10 +62,8 @@ def _services(request: Request):
     return request.app.state.services
 
 
-@contextmanager
 def _repo(request: Request, user, write: bool = False):
-    with unit_of_work(_services(request).engine, write=write) as conn:
-        yield _services(request).repository(conn, user.context)
+    return audit.repository(request, user, write=write)
 
 
 def _pools(request: Request) -> service.Pools:
@@ -284,6 +281,7 @@ def view(request: Request, ecg: str, user: CurrentUser) -> HTMLResponse:
         task = repo.read("Task", ecg)
         panel = repo.read("Observation", ecg).resource
         patient = repo.read("Patient", model.ref_id(task.resource.get("for"), "Patient")).resource
+        audit.about_patient(request, patient.get("id"))
         measures = []
         for key, (_codings, display, unit) in model.MEASUREMENTS.items():
             try:

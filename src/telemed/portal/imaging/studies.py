@@ -24,12 +24,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from telemed.db.engine import unit_of_work
 from telemed.fhir.search import query as fhir_query
 from telemed.fhir.store import searching
 from telemed.imaging import NonConformant, refresh_stale, store_instance
 from telemed.kernel.errors import Category
-from telemed.portal import uploads, web
+from telemed.portal import audit, uploads, web
 from telemed.portal.exceptions import PortalError
 from telemed.portal.home import register_home_section
 from telemed.portal.i18n import gettext_for, lang_of
@@ -109,9 +108,8 @@ def viewer_url(request: Request, uid: str) -> str:
 
 
 def _list(request: Request, user: PortalUser, params: list[tuple[str, str]]) -> list[dict]:
-    svc = _services(request)
-    with unit_of_work(svc.engine, write=False) as conn:
-        return _rows(svc.repository(conn, user.context), params)
+    with audit.repository(request, user) as repo:
+        return _rows(repo, params)
 
 
 @router.get("/portal/imaging")
@@ -122,9 +120,8 @@ def institution_studies(request: Request, user: ImagingUser):
 
 @router.get("/portal/imaging/patients/{patient_id}")
 def patient_studies(request: Request, user: ImagingUser, patient_id: str):
-    svc = _services(request)
-    with unit_of_work(svc.engine, write=False) as conn:
-        repo = svc.repository(conn, user.context)
+    with audit.repository(request, user) as repo:
+        audit.about_patient(request, patient_id)
         patient = repo.read("Patient", patient_id).resource  # another institution's patient: 404
         rows = _rows(repo, [("subject", f"Patient/{patient_id}")])
     return web.render(
@@ -134,9 +131,7 @@ def patient_studies(request: Request, user: ImagingUser, patient_id: str):
 
 @router.get("/portal/imaging/studies/{uid}/view")
 def open_study(request: Request, user: ImagingUser, uid: str):
-    svc = _services(request)
-    with unit_of_work(svc.engine, write=False) as conn:
-        repo = svc.repository(conn, user.context)
+    with audit.repository(request, user) as repo:
         q = fhir_query.parse("ImagingStudy", [("identifier", f"{UID_SYSTEM}|urn:oid:{uid}")])
         if not searching.find_ids(repo, q, limit=1):
             raise PortalError(Category.NOT_FOUND, "This study does not exist or you may not see it")
@@ -225,9 +220,8 @@ async def store_upload(request: Request, user: UploadUser, upload_id: str) -> JS
 
 
 def _home_section(request: Request, user: PortalUser):
-    svc = _services(request)
-    with unit_of_work(svc.engine, write=False) as conn:
-        rows = _rows(svc.repository(conn, user.context), [], limit=4)
+    with audit.repository(request, user) as repo:
+        rows = _rows(repo, [], limit=4)
     return web.render_fragment(request, "imaging/_home.html", rows=rows, may_upload=user.has_role(*UPLOAD_ROLES))
 
 

@@ -22,7 +22,7 @@ from telemed.db.engine import unit_of_work
 from telemed.kernel.errors import Category, TelemedError
 from telemed.pathology import annotations, service
 from telemed.pathology import api as pathology_api
-from telemed.portal import web
+from telemed.portal import audit, web
 from telemed.portal.nav import register_nav
 from telemed.portal.session import SESSION_COOKIE, CurrentUser, current_user
 
@@ -55,19 +55,16 @@ def _centre(request: Request):
 
 @router.get("/portal/pathology")
 def slides(request: Request, user: CurrentUser):
-    svc = request.app.state.services
-    with unit_of_work(svc.engine, write=False) as conn:
-        items = service.visible_slides(svc.repository(conn, user.context), _centre(request).store)
+    with audit.repository(request, user) as repo:
+        items = service.visible_slides(repo, _centre(request).store)
     return web.render(request, "pathology/list.html", items=items)
 
 
 @router.get("/portal/pathology/slides/{slide_id}")
 def viewer(request: Request, user: CurrentUser, slide_id: str, also: list[str] = WITH_ALSO):
-    svc = request.app.state.services
     store = _centre(request).store
     shown = []
-    with unit_of_work(svc.engine, write=False) as conn:
-        repo = svc.repository(conn, user.context)
+    with audit.repository(request, user) as repo:
         for sid in [slide_id, *also[:3]]:
             if not service.readable(repo, sid):
                 raise TelemedError(Category.NOT_FOUND, "No such slide")
@@ -143,9 +140,8 @@ def vendor(name: str, user: CurrentUser) -> FileResponse:
 
 @router.get("/portal/pathology/slides/{slide_id}/annotations")
 def slide_annotations(request: Request, user: CurrentUser, slide_id: str) -> JSONResponse:
-    svc = request.app.state.services
-    with unit_of_work(svc.engine, write=False) as conn:
-        items = annotations.for_slide(svc.repository(conn, user.context), slide_id)
+    with audit.repository(request, user) as repo:
+        items = annotations.for_slide(repo, slide_id)
     return JSONResponse(items, headers={"Cache-Control": "no-store"})
 
 
@@ -159,8 +155,7 @@ async def add_slide_annotation(request: Request, user: CurrentUser, slide_id: st
     info = _centre(request).store.record(slide_id).slide_info
 
     def run() -> dict:
-        with unit_of_work(svc.engine) as conn:
-            repo = svc.repository(conn, user.context)
+        with audit.repository(request, user, write=True) as repo:
             return annotations.add(repo, user.context, slide_id, info, body, svc.clock.now().isoformat())
 
     return JSONResponse(await run_in_threadpool(run), status_code=201)

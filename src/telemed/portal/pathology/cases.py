@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Form, Request
@@ -31,7 +30,7 @@ from telemed.pathology import casemodel as m
 from telemed.pathology import cases, service
 from telemed.pathology import workflow as wf
 from telemed.pathology.gateway import SCOPES
-from telemed.portal import web
+from telemed.portal import audit, web
 from telemed.portal.exceptions import PortalError
 from telemed.portal.home import register_home_section
 from telemed.portal.i18n import gettext_for
@@ -60,10 +59,8 @@ def _env(request: Request) -> cases.Env:
     return cases.Env(svc.clock, svc.ids, policy())
 
 
-@contextmanager
 def _repo(request: Request, user, write: bool = False):
-    with unit_of_work(_svc(request).engine, write=write) as conn:
-        yield _svc(request).repository(conn, user.context)
+    return audit.repository(request, user, write=write)
 
 
 def _centre_store(request: Request):
@@ -214,6 +211,7 @@ def case_page(request: Request, user: CurrentUser, cid: str) -> HTMLResponse:
         loaded = cases.load(repo, cid)
         row = _rows(repo, [loaded], now)[0]
         sr = loaded.request.resource
+        audit.about_patient(request, m.ref_id(sr.get("subject"), "Patient"))
         specimen = repo.read("Specimen", cid).resource
         shown = []
         for sid in loaded.slides:
@@ -362,6 +360,7 @@ def register_gateway(request: Request, user: CurrentUser, name: str = Form("")) 
     with unit_of_work(svc.engine) as conn:
         client_id, secret = register_client(conn, name, scopes=SCOPES.split(), roles=["requesting-doctor"],
                                             organization_id=user.organization, now=svc.clock.now())  # fmt: skip
+        audit.record_change(conn, request, user)
     command = ("export TELEMED_GATEWAY_CLIENT_SECRET=…\n"
                f"telemed gateway --centre {svc.site_url} --client-id {client_id}"
                " --folder /data/scanner/out --state /var/lib/telemed-gateway")

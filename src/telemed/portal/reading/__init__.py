@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from telemed.imaging.reading import model as m
 from telemed.imaging.reading import service as rs
 from telemed.imaging.reading import workflow as wf
 from telemed.kernel.errors import Category, TelemedError
-from telemed.portal import web
+from telemed.portal import audit, web
 from telemed.portal.exceptions import PortalError
 from telemed.portal.home import register_home_section
 from telemed.portal.i18n import gettext_for, lang_of
@@ -61,10 +60,8 @@ def _env(request: Request) -> rs.Env:
     return rs.Env(svc.clock, svc.ids, policy())
 
 
-@contextmanager
 def _repo(request: Request, user, write: bool = False):
-    with unit_of_work(_svc(request).engine, write=write) as conn:
-        yield _svc(request).repository(conn, user.context)
+    return audit.repository(request, user, write=write)
 
 
 def labels(request: Request) -> dict:
@@ -228,6 +225,7 @@ def reading_page(request: Request, user: CurrentUser, rid: str, template: str = 
     now = _svc(request).clock.now()
     with _repo(request, user) as repo:
         loaded = rs.load(repo, rid)
+        audit.about_patient(request, loaded.patient)
         row = _rows(repo, [loaded], now)[0]
         study = rs.read(repo, "ImagingStudy", loaded.study) if loaded.study else None
         report = loaded.report.resource if loaded.report else None
@@ -355,8 +353,10 @@ async def to_teaching(request: Request, user: CurrentUser, rid: str, title: str 
             loaded = rs.load(repo, rid)
             if not loaded.study:
                 raise PortalError(Category.CONFLICT, "The images have not arrived yet")
-            return anonymise.anonymise_study(conn, repo, svc.blobs, user.context, svc.clock.now(), svc.ids,
+            made = anonymise.anonymise_study(conn, repo, svc.blobs, user.context, svc.clock.now(), svc.ids,
                                              loaded.study, title=title, note=note)  # fmt: skip
+            audit.record_change(conn, request, user)
+            return made
 
     await run_in_threadpool(work)
     return RedirectResponse("/portal/reading/teaching", 303)
