@@ -159,7 +159,9 @@ class Portal:
 
     def __init__(self, base: str, username: str):
         self.username = username
-        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+        # uvicorn closes a keep-alive connection idle for 5 s; a user thinking 3-6 s would otherwise
+        # send into a connection being closed (a browser retries such a request, httpx does not).
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=4.0)
         self.http = httpx.AsyncClient(base_url=base, timeout=120, limits=limits, headers={"Accept": "text/html"})
         self.csrf = ""
 

@@ -8,6 +8,10 @@ the subset of glyphs used.
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -19,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from telemed.reports.labels import DEFAULT_TIMEZONE, labels, local_time
 
 TEMPLATES = Path(__file__).with_name("templates")
+PRINT_TIMEOUT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -145,10 +150,38 @@ def render_html(doc: ReportDocument) -> str:
     )
 
 
-def render_pdf(doc: ReportDocument) -> bytes:
-    """The report as an A4 PDF."""
+def _write_pdf(html: str, base_url: str) -> bytes:
     # Imported here: loading Pango and the font machinery costs every process that imports
     # telemed.reports (the CLI, each worker) time it only needs when a report is printed.
     from weasyprint import HTML
 
-    return HTML(string=render_html(doc), base_url=str(TEMPLATES)).write_pdf()
+    return HTML(string=html, base_url=base_url).write_pdf()
+
+
+_printer: ProcessPoolExecutor | None = None
+_printer_lock = threading.Lock()
+
+
+def _printer_pool() -> ProcessPoolExecutor:
+    global _printer
+    with _printer_lock:
+        if _printer is None:
+            # "spawn": forking a process that runs threads (the server's) may copy a held lock.
+            _printer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return _printer
+
+
+def render_pdf(doc: ReportDocument) -> bytes:
+    """The report as an A4 PDF.
+
+    WeasyPrint lays a page out in Python for about half a second, holding the GIL: in the server's
+    process every other request of that worker would wait for it. So the layout runs in a printer
+    process of its own (started on first use and kept, so its fonts stay loaded)."""
+    global _printer
+    html = render_html(doc)
+    try:
+        return _printer_pool().submit(_write_pdf, html, str(TEMPLATES)).result(timeout=PRINT_TIMEOUT_SECONDS)
+    except BrokenProcessPool:  # the printer died (killed, out of memory): a new one next time
+        with _printer_lock:
+            _printer = None
+        return _write_pdf(html, str(TEMPLATES))
