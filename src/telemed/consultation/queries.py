@@ -97,14 +97,9 @@ def rows_for(repo: Repository, tasks: list[Stored], now: datetime) -> list[Row]:
     return out
 
 
-def by_id(repo: Repository, rt: str, ids: list[str], chunk: int = 100) -> dict[str, Stored]:
-    """The visible resources of type ``rt`` among ``ids`` (searched by ``_id`` in chunks)."""
-    out: dict[str, Stored] = {}
-    for i in range(0, len(ids), chunk):
-        part = ids[i : i + chunk]
-        for s in find(repo, rt, [("_id", ",".join(part))], len(part)):
-            out[s.resource["id"]] = s
-    return out
+def by_id(repo: Repository, rt: str, ids: list[str]) -> dict[str, Stored]:
+    """The visible resources of type ``rt`` among ``ids``."""
+    return repo.read_many(rt, ids)
 
 
 def _name(patient: dict) -> str:
