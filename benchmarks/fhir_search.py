@@ -26,9 +26,10 @@ The C client connections are spread evenly over the server's worker processes (c
 opened at once, they would all land on one uvicorn worker). Every Telemed response must be 200 with
 a searchset Bundle. Raw: the equivalent SQL written by hand
 (see RAW below) run with asyncpg on a pool of C connections, returning the same page (ids and
-content; for c also the included Patients). Telemed additionally computes Bundle.total (a capped
-count) when a page is full, and for _sort stores the ordered id list (paging snapshot): that work is
-part of Telemed's figure, not of raw's. After timing, the pages of the first 10 parameter sets per kind
+content; for c also the included Patients). Telemed additionally writes the request's AuditEvent,
+and for _sort stores the first 50 ordered ids (paging snapshot): that work is part of Telemed's
+figure, not of raw's (a full page carries no Bundle.total unless ``_total`` asks for one; the
+queries here do not). After timing, the pages of the first 10 parameter sets per kind
 are compared: Telemed and raw must return the same ids in the same order. The Telemed server is
 stopped before the raw phase. ``--plan-cache-mode`` sets ``plan_cache_mode`` on the database for
 both (default ``auto``, PostgreSQL's: Telemed's psycopg prepares a statement after 5 executions on a
@@ -545,7 +546,7 @@ def dump_sql(directory: Path, params: dict) -> None:
 
     from telemed.fhir.search.query import parse
     from telemed.fhir.store import search_sql
-    from telemed.fhir.store.searching import COUNT_CAP, SNAPSHOT_CAP
+    from telemed.fhir.store.searching import COUNT_CAP, SNAPSHOT_FIRST
 
     directory.mkdir(parents=True, exist_ok=True)
     dialect = postgresql.dialect()
@@ -554,7 +555,7 @@ def dump_sql(directory: Path, params: dict) -> None:
         q = parse(rt, query)
         res, conds = search_sql.base_select(q, "")
         if q.sort:
-            page = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(SNAPSHOT_CAP + 1)
+            page = search_sql.sorted_statements(res, conds, q)[0].limit(max(SNAPSHOT_FIRST, q.count) + 1)
         else:
             page = select(res).where(*conds).order_by(res.c.id).limit(q.count + 1)
         count = select(func.count()).select_from(select(res.c.id).where(*conds).limit(COUNT_CAP + 1).subquery())

@@ -100,7 +100,10 @@ def capability_statement(base_url: str) -> dict:
                     "SearchParameters of every type (listed per resource; unsupported ones are named in each "
                     "resource's documentation). Unknown parameters are ignored and reported in the Bundle "
                     "(Prefer: handling=strict rejects them). Token :in/:not-in/:above/:below, _text, _content, "
-                    "_query, _list, _filter and quantity unit conversion are not supported."
+                    "_query, _list, _filter and quantity unit conversion are not supported. Bundle.total: without "
+                    "_total it is given only when known without counting (the whole result is on the page, or a "
+                    "sorted result is complete); _total=estimate counts up to 10,000 matches (no total beyond); "
+                    "_total=accurate counts every match; _summary=count always counts."
                 ),
                 "security": {
                     "cors": False,

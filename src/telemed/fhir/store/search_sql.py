@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from types import SimpleNamespace
 
-from sqlalchemy import and_, false, func, literal, not_, or_, select, true
+from sqlalchemy import and_, false, func, literal, not_, or_, select, true, union_all
 from sqlalchemy.sql import ColumnElement
 
 from telemed.db.schema import INDEX_TABLES
@@ -110,17 +110,26 @@ def filter_clause(res, f: Filter, base_url: str, cipher=None, probe: bool = Fals
         return or_(*[date.condition(col, v, f.modifier, "_lastUpdated") for v in f.values])
     p = f.param
     if f.chain:
-        ref = INDEX_TABLES["reference"].alias()
-        ors = []
+        # One branch per target type, UNION ALL: an OR of per-type IN lists would be checked on
+        # every reference row of the parameter, where each branch can start from its own index.
+        branches = []
         for inner in f.chain:
+            ref = INDEX_TABLES["reference"].alias()
             target = t_resource.alias()
             matches = select(target.c.id).where(
                 target.c.resource_type == inner.resource_type,
                 target.c.deleted.is_(False),
                 filter_clause(target, inner, base_url),
             )
-            ors.append(and_(ref.c.target_type == inner.resource_type, ref.c.target_id.in_(matches)))
-        return _in_index(res, rt, ref, f.code, or_(*ors))
+            branches.append(
+                select(ref.c.resource_id).where(
+                    ref.c.resource_type == rt,
+                    ref.c.code == f.code,
+                    ref.c.target_type == inner.resource_type,
+                    ref.c.target_id.in_(matches),
+                )
+            )
+        return res.c.id.in_(branches[0] if len(branches) == 1 else union_all(*branches))
     if f.modifier == "missing":
         table = INDEX_TABLES[p.type].alias()
         present = _in_index(res, rt, table, f.code, true())
@@ -176,24 +185,64 @@ def base_select(
     return res, conds
 
 
-def sort_columns(res, q: Query) -> list:
+def _sort_key(res, rt: str, code: str, desc: bool):
+    """One ``_sort`` key as a correlated aggregate (a resource with several values sorts by its
+    largest when descending, its smallest when ascending)."""
     from telemed.fhir.search.registry import registry
 
-    out = []
-    for code, desc in q.sort:
-        if code == "_id":
-            col = res.c.id
-        elif code == "_lastUpdated":
-            col = res.c.last_updated
-        else:
-            p = registry().get(q.resource_type, code)
-            table = INDEX_TABLES[p.type].alias()
-            agg = func.max if desc else func.min
-            col = (
-                select(agg(SORT_COLUMNS[p.type](table)))
-                .where(table.c.resource_type == q.resource_type, table.c.resource_id == res.c.id, table.c.code == code)
-                .scalar_subquery()
-            )
-        out.append(col.desc().nulls_last() if desc else col.asc().nulls_last())
+    if code == "_id":
+        return res.c.id
+    if code == "_lastUpdated":
+        return res.c.last_updated
+    p = registry().get(rt, code)
+    table = INDEX_TABLES[p.type].alias()
+    agg = func.max if desc else func.min
+    return (
+        select(agg(SORT_COLUMNS[p.type](table)))
+        .where(table.c.resource_type == rt, table.c.resource_id == res.c.id, table.c.code == code)
+        .scalar_subquery()
+    )
+
+
+def _ordered(col, desc: bool):
+    return col.desc().nulls_last() if desc else col.asc().nulls_last()
+
+
+def sort_columns(res, q: Query) -> list:
+    out = [_ordered(_sort_key(res, q.resource_type, code, desc), desc) for code, desc in q.sort]
     out.append(res.c.id.asc())
     return out
+
+
+def sorted_statements(res, conds: list, q: Query):
+    """The statements of a sorted search (R4 §3.1.1.5.3): ``(valued, unvalued)``.
+
+    When the first ``_sort`` key is a search parameter, ``valued`` JOINs its index rows and orders
+    by the indexed value itself, so PostgreSQL can walk the index (backwards for a descending key)
+    and stop after the page instead of computing an aggregate for every match; it returns
+    ``(id, value)`` rows, a resource once per value: the caller keeps each id's first row, which
+    is its largest value when descending and its smallest when ascending, as the aggregate would
+    give. ``unvalued`` then lists the matches without a value for that key (sorted last). When the
+    first key is ``_id`` or ``_lastUpdated``, ``valued`` is the whole ordered search and
+    ``unvalued`` is None.
+    """
+    from telemed.fhir.search.registry import registry
+
+    rt = q.resource_type
+    (code, desc), rest = q.sort[0], q.sort[1:]
+    tail = [_ordered(_sort_key(res, rt, c, d), d) for c, d in rest] + [res.c.id.asc()]
+    if code in ("_id", "_lastUpdated"):
+        return select(res.c.id).where(*conds).order_by(*sort_columns(res, q)), None
+    p = registry().get(rt, code)
+    table = INDEX_TABLES[p.type].alias()
+    col = SORT_COLUMNS[p.type](table)
+    on = and_(table.c.resource_type == rt, table.c.resource_id == res.c.id, table.c.code == code)
+    valued = (
+        select(res.c.id, col)
+        .select_from(res.join(table, on))
+        .where(*conds, col.is_not(None))
+        .order_by(col.desc() if desc else col.asc(), *tail)
+    )
+    has_value = select(literal(1)).where(on, col.is_not(None)).exists()
+    unvalued = select(res.c.id).where(*conds, not_(has_value)).order_by(*tail)
+    return valued, unvalued

@@ -3,8 +3,19 @@
 Paging stays consistent while data changes (no duplicates, no gaps):
 - without ``_sort``, results are ordered by id and pages continue after the last id seen
   (``_cursor``); writes never move a resource across the cursor;
-- with ``_sort``, the first page stores the ordered id list (up to ``SNAPSHOT_CAP``) and later
-  pages read from it (``_snapshot``), so re-sorting by changed values cannot shift pages.
+- with ``_sort``, the first page stores the ordered ids of the first ``SNAPSHOT_FIRST`` matches
+  (at least a page) and later pages read from that list (``_snapshot``), so re-sorting by changed
+  values cannot shift them. Reading past it, the rest (up to ``SNAPSHOT_CAP`` in all) is ordered
+  once, at that moment, leaving out the ids already listed, and stored too: no resource is
+  returned twice, none that still matches is missed, and only the order across that boundary may
+  reflect changes made in between. Computing the whole list on the first page would cost a
+  walk over thousands of index rows for a page of 20 (a code alone, at a million Observations).
+
+``Bundle.total`` (R4 §3.1.1.5.2 ``_total``, which leaves the default to the server): without
+``_total`` it is given when known without counting (the whole result fits on the page, or the
+sorted list is complete), never by a count of every match; ``_total=estimate`` counts up to
+``COUNT_CAP`` (and omits the total beyond); ``_total=accurate`` counts exactly; ``_total=none``
+omits it.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from telemed.db.schema import INDEX_TABLES, search_snapshot
 from telemed.db.schema import resource as t_resource
@@ -24,6 +35,8 @@ from telemed.fhir.store.repository import Repository, Stored
 from telemed.kernel.errors import Category, TelemedError
 
 SNAPSHOT_CAP = 2_000  # sorted results pageable through a snapshot; beyond it the search must narrow
+SNAPSHOT_FIRST = 50  # sorted matches ordered and stored by the first page (or one page, if larger)
+PARTIAL = -2  # search_snapshot.total of a list holding only the first page's part (-1: beyond the cap)
 COUNT_CAP = 10_000
 INCLUDE_DEPTH = 4
 SNAPSHOT_TTL = timedelta(hours=1)
@@ -85,12 +98,12 @@ def search(repo: Repository, q: Query, base_url: str) -> SearchResult:
         result = _sorted_page(repo, q, base_url)
     else:
         result = _keyset_page(repo, q, base_url)
-    if q.total == "none":
-        result.total = None
-    elif result.total is None:
+    if q.total in ("estimate", "accurate") and result.total is None:
         cap = None if q.total == "accurate" else COUNT_CAP
         n = _count(repo, q, base_url, cap)
         result.total = n if cap is None or n <= cap else None
+    elif q.total == "none":
+        result.total = None
     if q.includes or q.revincludes:
         result.included = _includes(repo, q, result.matches)
     return result
@@ -112,34 +125,74 @@ def _keyset_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
     return result
 
 
+def _sorted_ids(repo: Repository, q: Query, base_url: str, limit: int) -> tuple[list[str], bool]:
+    """The first ``limit`` ids of the sorted search, and whether more match."""
+    res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
+    valued, unvalued = search_sql.sorted_statements(res, conds, q)
+    if unvalued is None:
+        ids = [r.id for r in repo.conn.execute(valued.limit(limit + 1))]
+        return ids[:limit], len(ids) > limit
+    fetch = limit + 1
+    while True:  # a resource comes once per value of the key: its first row is its place
+        rows = repo.conn.execute(valued.limit(fetch)).all()
+        ids = list(dict.fromkeys(r[0] for r in rows))
+        if len(ids) > limit or len(rows) < fetch:
+            break
+        fetch *= 2
+    if len(ids) <= limit:
+        ids += [r.id for r in repo.conn.execute(unvalued.limit(limit + 1 - len(ids)))]
+    return ids[:limit], len(ids) > limit
+
+
 def _sorted_page(repo: Repository, q: Query, base_url: str) -> SearchResult:
+    partial = False
     if q.snapshot:
         snap = repo.conn.execute(select(search_snapshot).where(search_snapshot.c.id == q.snapshot)).first()
         if snap is None:
             raise TelemedError(Category.GONE, "This search page has expired; run the search again")
-        ids, total = list(snap.ids), (snap.total if snap.total >= 0 else None)
+        ids, total, partial = list(snap.ids), (snap.total if snap.total >= 0 else None), snap.total == PARTIAL
+        if partial and q.offset + q.count > len(ids):
+            ids, total, partial = _complete_snapshot(repo, q, base_url, ids)
     else:
-        res, conds = search_sql.base_select(q, base_url, None, repo.context, repo.clock.now(), repo.cipher)
-        stmt = select(res.c.id).where(*conds).order_by(*search_sql.sort_columns(res, q)).limit(SNAPSHOT_CAP + 1)
-        ids = [r.id for r in repo.conn.execute(stmt)]
-        total = len(ids) if len(ids) <= SNAPSHOT_CAP else None
-        ids = ids[:SNAPSHOT_CAP]
-        if len(ids) > q.count and q.pageable:
-            q.snapshot = _store_snapshot(repo, ids, total)
+        first = q.count if not q.pageable else min(SNAPSHOT_CAP, max(SNAPSHOT_FIRST, q.count))
+        ids, more = _sorted_ids(repo, q, base_url, first)
+        partial = more and first < SNAPSHOT_CAP
+        total = None if more else len(ids)
+        if (len(ids) > q.count or more) and q.pageable:
+            q.snapshot = _store_snapshot(repo, ids, PARTIAL if partial else total)
     page_ids = ids[q.offset : q.offset + q.count]
     result = SearchResult(_fetch_ordered(repo, q.resource_type, page_ids), total)
-    if q.snapshot and q.offset + q.count < len(ids):
+    if q.snapshot and (q.offset + q.count < len(ids) or partial):
         result.next_params = [("_snapshot", q.snapshot), ("_offset", str(q.offset + q.count))]
-    if total is None:
+    if total is None and not partial and q.pageable:
         result.warnings.append(f"Sorted results are paged up to {SNAPSHOT_CAP}; narrow the search to see the rest")
     return result
+
+
+def _complete_snapshot(
+    repo: Repository, q: Query, base_url: str, listed: list[str]
+) -> tuple[list[str], int | None, bool]:
+    """Paging past the first page's part of a sorted list: order the rest now, without the ids
+    already listed, and store the whole list (up to ``SNAPSHOT_CAP``)."""
+    ids, more = _sorted_ids(repo, q, base_url, SNAPSHOT_CAP + len(listed))
+    seen = set(listed)
+    ids = listed + [i for i in ids if i not in seen]
+    more = more or len(ids) > SNAPSHOT_CAP
+    ids = ids[:SNAPSHOT_CAP]
+    total = None if more else len(ids)
+    repo.conn.execute(
+        update(search_snapshot).where(search_snapshot.c.id == q.snapshot).values(ids=ids, total=-1 if more else total)
+    )
+    return ids, total, False
 
 
 def _store_snapshot(repo: Repository, ids: list[str], total: int | None) -> str:
     now = repo.clock.now()
     sid = uuid.uuid4().hex
     repo.conn.execute(delete(search_snapshot).where(search_snapshot.c.created < now - SNAPSHOT_TTL))
-    repo.conn.execute(insert(search_snapshot).values(id=sid, created=now, total=total or -1, ids=ids))
+    repo.conn.execute(
+        insert(search_snapshot).values(id=sid, created=now, total=-1 if total is None else total, ids=ids)
+    )
     return sid
 
 
