@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 from telemed.fhir.definitions import Definitions, load
 
@@ -33,9 +33,9 @@ class Unsupported(Exception):
     """The expression uses FHIRPath beyond the compiled subset."""
 
 
-@dataclass(frozen=True)
-class _State:
-    """Where a node sits: its type's structure and the element path prefix inside it."""
+class _State(NamedTuple):
+    """Where a node sits: its type's structure and the element path prefix inside it. (A tuple:
+    hashed in C, and every path step looks its children up by it.)"""
 
     struct: str
     prefix: str
@@ -180,8 +180,10 @@ def _reference_type(value: object) -> str | None:
 
 def _compile_path(defs: Definitions, rt: str, steps: list) -> Evaluator:
     # Statically resolve each step to the JSON keys it can take, per possible state.
+    root = _State(rt, "", rt)
+
     def run(resource: dict) -> list[Node]:
-        nodes: list[tuple[object, str | None, _State | None]] = [(resource, rt, _State(rt, "", rt))]
+        nodes: list[tuple[object, str | None, _State | None]] = [(resource, rt, root)]
         for step in steps:
             out: list[tuple[object, str | None, _State | None]] = []
             kind = step[0]
@@ -251,6 +253,26 @@ def compile_expression(resource_type: str, expr: str, defs: Definitions | None =
         return out
 
     return union, True
+
+
+@cache
+def top_keys(resource_type: str, expr: str, defs: Definitions | None = None) -> frozenset[str] | None:
+    """The resource's JSON keys where a compiled ``expr`` starts (``Observation.value.as(Quantity)``:
+    ``valueQuantity``...): a resource without any of them gives no value. None when some path
+    starts at the resource itself or the expression is not compiled."""
+    defs = defs or load()
+    try:
+        paths = _Parser(defs, resource_type, expr).parse()
+    except Unsupported:
+        return None
+    keys: set[str] = set()
+    for steps in paths:
+        if not steps or steps[0][0] != "child":
+            return None
+        keys.update(
+            key for key, _t, _s in _children_cached(defs, _State(resource_type, "", resource_type), steps[0][1])
+        )
+    return frozenset(keys)
 
 
 def _check(defs: Definitions, rt: str, steps: list) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from telemed.fhir.definitions import load
-from telemed.fhir.search.fhirpath import Evaluator, compile_expression
+from telemed.fhir.search.fhirpath import Evaluator, compile_expression, top_keys
 
 INDEXED_TYPES = {"string", "token", "reference", "date", "number", "quantity", "uri", "composite"}
 # Served from the resource table itself, not from index rows.
@@ -35,6 +35,8 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     components: tuple[Component, ...] = field(default_factory=tuple)
     compiled: bool = True
+    # JSON keys of the resource where the expression starts; None: evaluate it on every resource
+    keys: frozenset[str] | None = None
 
 
 @dataclass
@@ -100,10 +102,12 @@ def registry() -> Registry:
                 targets=tuple(sp.get("target", ())),
                 components=tuple(components),
                 compiled=compiled,
+                keys=top_keys(rt, sp["expression"]) if compiled else None,
             )
     return Registry(by_type, unsupported)
 
 
+@cache
 def relative_evaluator(expr: str) -> Evaluator:
     """Component expressions are relative to the composite's node: ``code``, ``value.as(Quantity)``,
     ``value.as(Quantity) | value.as(Range)``. Choice elements are found by their JSON key suffix."""

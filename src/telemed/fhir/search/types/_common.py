@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from telemed.kernel.errors import incorrect
 
@@ -11,9 +12,12 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MAX_LEN = 255
 
 
+@lru_cache(maxsize=8192)  # displays, names and units repeat across resources
 def normalise(text: str) -> str:
     """Case- and accent-insensitive form (R4 §3.1.1.4.7): NFKD, combining marks removed, casefolded.
     CJK characters are unchanged, so ``name=张`` matches 张伟."""
+    if text.isascii():  # NFKD leaves ASCII as it is, and casefold() is lower() there
+        return text.lower()[:MAX_LEN]
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()[:MAX_LEN]
 

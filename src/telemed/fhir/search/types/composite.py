@@ -7,16 +7,28 @@ or reference first; a token, reference, string, quantity, number or date second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Table, and_
 
-from telemed.fhir.search.types import date, number, reference, string, token
+from telemed.fhir.search.types import date, number, quantity, reference, string, token
 from telemed.fhir.search.types._common import normalise, parse_decimal, split_prefix, split_unescaped, unescape
 from telemed.kernel.errors import incorrect
 
+Extractor = Callable[[str, object, "str | None"], list[dict]]
 
-def _first(kind: str, value: object, fhir_type: str | None) -> list[tuple[str | None, str | None]]:
+
+_EXTRACT = {"token": token.extract, "string": string.extract, "quantity": quantity.extract,
+            "number": number.extract, "date": date.extract}  # fmt: skip
+
+
+def _direct(kind: str, value: object, fhir_type: str | None) -> list[dict]:
+    return _EXTRACT[kind](value, fhir_type)
+
+
+def _first(kind: str, value: object, fhir_type: str | None, extract: Extractor = _direct) -> list[tuple]:
     if kind == "token":
-        return [(r.get("system"), r.get("value")) for r in token.extract(value, fhir_type) if "_suffix" not in r]
+        return [(r.get("system"), r.get("value")) for r in extract("token", value, fhir_type) if "_suffix" not in r]
     if kind == "reference":
         return [
             (None, f"{r['target_type']}/{r['target_id']}" if r.get("target_id") else r.get("url"))
@@ -26,36 +38,38 @@ def _first(kind: str, value: object, fhir_type: str | None) -> list[tuple[str | 
     return []
 
 
-def _second(kind: str, value: object, fhir_type: str | None) -> list[dict]:
+def _second(kind: str, value: object, fhir_type: str | None, extract: Extractor = _direct) -> list[dict]:
     if kind in ("token", "reference"):
-        return [{"c2_system": s, "c2_value": v} for s, v in _first(kind, value, fhir_type)]
+        return [{"c2_system": s, "c2_value": v} for s, v in _first(kind, value, fhir_type, extract)]
     if kind == "string":
-        return [{"c2_value": r["value"]} for r in string.extract(value, fhir_type)]
+        return [{"c2_value": r["value"]} for r in extract("string", value, fhir_type)]
     if kind == "quantity":
-        from telemed.fhir.search.types import quantity
-
         return [
             {"c2_low": r["value"], "c2_high": r["value"], "c2_system": r["system"], "c2_value": r["unit_code"]}
-            for r in quantity.extract(value, fhir_type)
+            for r in extract("quantity", value, fhir_type)
         ]
     if kind == "number":
-        return [{"c2_low": r["value"], "c2_high": r["value"]} for r in number.extract(value, fhir_type)]
+        return [{"c2_low": r["value"], "c2_high": r["value"]} for r in extract("number", value, fhir_type)]
     if kind == "date":
         return [
-            {"c2_low": r["low"].timestamp(), "c2_high": r["high"].timestamp()} for r in date.extract(value, fhir_type)
+            {"c2_low": r["low"].timestamp(), "c2_high": r["high"].timestamp()}
+            for r in extract("date", value, fhir_type)
         ]
     return []
 
 
-def extract_components(node: object, components) -> list[dict]:
+def extract_components(node: object, components, extract: Extractor = _direct, evaluate=None) -> list[dict]:
+    """Rows of one composite value. ``extract`` and ``evaluate`` (``evaluate(component, node)``)
+    let the indexer reuse what other parameters of the same resource already computed."""
     if not isinstance(node, dict) or len(components) != 2:
         return []
     first, second = components
     rows = []
-    for v1, t1 in first.evaluate(node):
-        for system, code in _first(first.type, v1, t1):
-            for v2, t2 in second.evaluate(node):
-                for r2 in _second(second.type, v2, t2):
+    firsts = evaluate(first, node) if evaluate else first.evaluate(node)
+    for v1, t1 in firsts:
+        for system, code in _first(first.type, v1, t1, extract):
+            for v2, t2 in evaluate(second, node) if evaluate else second.evaluate(node):
+                for r2 in _second(second.type, v2, t2, extract):
                     rows.append({"c1_system": system, "c1_value": code, **r2})
     return rows
 
