@@ -171,6 +171,7 @@ account = Table(
     Column("totp_enabled", Boolean, nullable=False, default=False),
     Column("recovery_codes", Json, nullable=True),  # hashes of unused one-time recovery codes
     Column("tokens_valid_after", DateTime(timezone=True), nullable=True),  # "log out everywhere"
+    Column("patient_id", String(64), nullable=True),  # a patient-role account's own Patient (migration 0014)
 )
 
 # Access tokens withdrawn before they expire (logout, revocation).
@@ -276,6 +277,8 @@ oauth_code = Table(
     Column("username", String(64), nullable=False),
     Column("scopes", Json, nullable=False),
     Column("expires", DateTime(timezone=True), nullable=False),
+    Column("patient_id", String(64), nullable=True),  # the SMART launch's patient context (0014)
+    Column("nonce", String(512), nullable=True),  # OpenID Connect nonce, echoed in the id_token (0014)
     Index("ix_oauth_code_expires", "expires"),
 )
 
@@ -428,6 +431,19 @@ refresh_token = Table(
     Column("revoked", DateTime(timezone=True), nullable=True),
     Column("access_jti", String(64), nullable=True),  # the access token issued with it
     Column("access_expires", DateTime(timezone=True), nullable=True),
+    Column("patient_id", String(64), nullable=True),  # the SMART launch's patient context (0014)
     Index("ix_refresh_token_family", "family"),
     Index("ix_refresh_token_username", "username"),
+)
+
+# Failed sign-ins per client address (telemed.identity.throttle), shared by every instance: after
+# too many in a window the address is refused (429) until ``blocked_until``.
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("address", String(64), primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("blocked_until", DateTime(timezone=True), nullable=True),
+    Index("ix_login_throttle_window", "window_start"),
 )

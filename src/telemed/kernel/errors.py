@@ -23,6 +23,7 @@ class Category(Enum):
     TOO_LARGE = (413, "too-costly")
     UNSUPPORTED_MEDIA = (415, "not-supported")
     UNPROCESSABLE = (422, "processing")
+    TOO_MANY_REQUESTS = (429, "throttled")  # with a Retry-After header (RFC 6585 §4)
     UNAVAILABLE = (503, "transient")
     FAULT = (500, "exception")
     NOT_IMPLEMENTED = (501, "not-supported")

@@ -74,8 +74,38 @@ def visibility(res, resource_type: str, ctx: AccessContext, now: datetime):
     Written as EXISTS subqueries correlated on the row (its compartment references, then the
     grants of each referenced patient), each answered from an index: the cost grows with the rows
     a request looks at, not with how many patients the caller may see (measured by
-    benchmarks/access_overhead.py)."""
-    if not is_clinical(resource_type) or ctx.sees_all:
+    benchmarks/access_overhead.py).
+
+    A SMART launch's patient context (``ctx.patient`` outside ``self`` mode) narrows the rules to
+    that patient's compartment."""
+    if not is_clinical(resource_type):
+        return None
+    rule = _rules(res, resource_type, ctx, now)
+    if ctx.patient is None or ctx.clinical == "self":
+        return rule
+    only = of_patient(res, resource_type, ctx.patient)
+    return only if rule is None else and_(rule, only)
+
+
+def of_patient(res, resource_type: str, patient_id: str):
+    """WHERE: ``res`` is the Patient ``patient_id`` or in its compartment."""
+    if resource_type == "Patient":
+        return res.c.id == patient_id
+    codes = _compartment_codes(resource_type)
+    if not codes:
+        return false()
+    ref = idx_reference.alias()
+    return exists().where(
+        ref.c.resource_type == resource_type,
+        ref.c.resource_id == res.c.id,
+        ref.c.code.in_(codes),
+        ref.c.target_type == "Patient",
+        ref.c.target_id == patient_id,
+    )
+
+
+def _rules(res, resource_type: str, ctx: AccessContext, now: datetime):
+    if ctx.unrestricted:
         return None
     if ctx.clinical == "none":
         return false()

@@ -27,7 +27,9 @@ class AccessContext:
     roles: frozenset[str] = field(default_factory=frozenset)
     organization: str | None = None  # the caller's institution (Organization id)
     practitioner: str | None = None  # the caller's Practitioner id
-    patient: str | None = None  # for clinical="self": the caller's own Patient id
+    # clinical="self": the caller's own Patient id. Any other mode: a SMART launch's patient
+    # context; patient data of that patient only, on top of the mode's rules.
+    patient: str | None = None
     clinical: str = "scoped"
     break_glass: str | None = None  # a reason given to open records outside the rules (audited)
     reveal: bool = False  # may see ID numbers, phones and addresses unmasked on a single read (audited)
@@ -47,8 +49,13 @@ class AccessContext:
         return replace(self, break_glass=reason)
 
     @property
-    def sees_all(self) -> bool:
+    def unrestricted(self) -> bool:
+        """The mode's rules open every patient (a launch's patient context may still narrow them)."""
         return self.clinical == "all" or self.break_glass is not None
+
+    @property
+    def sees_all(self) -> bool:
+        return self.unrestricted and self.patient is None
 
     def _allows(self, resource_type: str, mode: str) -> bool:
         # SMART v1 (read/write/*) and v2 (c r u d s) scope suffixes.
