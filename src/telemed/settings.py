@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     janus_url: str | None = None
     janus_api_secret: str | None = None
     janus_bitrate: int = 512_000  # the cap asked of every publisher (bits/s)
+    # Login throttling per client address (telemed.identity.throttle): after this many failed sign-ins
+    # from one address within the window, the address is refused (429) for a window. Shared through
+    # the database, or Redis when broker_url is set.
+    login_throttle_failures: int = 50
+    login_throttle_window_seconds: int = 900
+    # Reverse proxies (comma-separated addresses or CIDRs) whose X-Forwarded-For names the client's
+    # address; from any other peer the header is ignored. Unset: the socket's peer is the client.
+    trusted_proxies: str | None = None
 
     def dicom_listen_port(self) -> int | None:
         port = self.dicom_port if self.dicom_port is not None else (11112 if self.demo else None)
@@ -105,6 +113,14 @@ class Settings(BaseSettings):
                 SlaPolicy.parse(self.consultation_sla)
             except ValueError as exc:
                 found.append(f"TELEMED_CONSULTATION_SLA: {exc}")
+        if self.trusted_proxies:
+            import ipaddress
+
+            for part in self.trusted_proxies.split(","):
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    found.append(f"TELEMED_TRUSTED_PROXIES: {part.strip()!r} is not an address or CIDR")
         if not self.blob_url.startswith("file:"):
             found.append(f"TELEMED_BLOB_URL has an unsupported scheme: {self.blob_url!r}")
         return found

@@ -123,7 +123,8 @@ def test_authorization_code_with_pkce(server, services, app_client):
     exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": app_client}
     r = _token(server.url, {**exchange, "code_verifier": verifier})
     assert r.status_code == 200, r.text
-    assert r.json()["scope"] == "user/*.rs"  # launch/patient is not supported, so not granted
+    assert r.json()["scope"] == "user/*.rs"  # launch/patient is not among the client's scopes: not granted
+    assert "patient" not in r.json()
     token = r.json()["access_token"]
     assert httpx.get(f"{server.url}/fhir/Organization", headers=bearer(token)).status_code == 200
     assert httpx.post(f"{server.url}/fhir/Organization", json={"resourceType": "Organization"},
@@ -211,7 +212,8 @@ def test_smart_configuration(server):
         assert conf["revocation_endpoint"] == f"{server.url}/oauth/revoke"
         assert conf["code_challenge_methods_supported"] == ["S256"]
         assert set(conf["grant_types_supported"]) == {"authorization_code", "client_credentials", "refresh_token"}
-        assert "context-standalone-patient" not in conf["capabilities"]
+        assert {"context-standalone-patient", "sso-openid-connect"} <= set(conf["capabilities"])
+        assert conf["issuer"] == server.url
         assert "client-confidential-symmetric" in conf["capabilities"]
 
 

@@ -22,8 +22,10 @@ def ensure_account(
     practitioner_id: str | None = None,
     organization_id: str | None = None,
     password_hash: str | None = None,
+    patient_id: str | None = None,
 ) -> bool:
-    """Create the account unless it exists; True when created (idempotent demo loading)."""
+    """Create the account unless it exists; True when created (idempotent demo loading).
+    ``patient_id`` links a patient-role account to its own Patient (its SMART patient context)."""
     if get_account(conn, username) is not None:
         return False
     conn.execute(
@@ -36,6 +38,7 @@ def ensure_account(
             active=True,
             created=now,
             organization_id=organization_id,
+            patient_id=patient_id,
         )
     )
     return True

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from telemed.db.engine import unit_of_work
 from telemed.identity import login as login_service
-from telemed.identity import mfa, signin, tokens
+from telemed.identity import mfa, signin, throttle, tokens
 from telemed.identity.accounts import get_account
 from telemed.kernel.errors import Category, TelemedError
 
@@ -57,14 +57,14 @@ Claims = Annotated[dict, Depends(_claims)]
 
 
 def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return throttle.request_address(request)
 
 
 def _audit(conn, services, user: str, interaction: str, outcome: str, request: Request, note: str | None = None):
     signin.audit_account(conn, services.clock, user, interaction, outcome, _address(request), note)
 
 
-@router.post("/login")
+@router.post("/login", responses={429: {"description": "Too many failed sign-ins from this address (Retry-After)"}})
 def post_login(body: LoginBody, request: Request) -> dict:
     services = _services(request)
     done = signin.sign_in(services, body.username, body.password, body.code, address=_address(request))

@@ -32,10 +32,18 @@ class LoginResult:
     practitioner: str | None
     scopes: list[str]
     mfa_used: bool
+    patient: str | None = None  # a patient-role account's own Patient (its token's patient context)
 
 
 def _fail(message: str = "Invalid user name or password") -> TelemedError:
     return TelemedError(Category.UNAUTHENTICATED, message)
+
+
+class AccountLocked(TelemedError):
+    """The account is locked after repeated failed logins (``LOCK_AFTER`` in a row)."""
+
+    def __init__(self) -> None:
+        super().__init__(Category.FORBIDDEN, "The account is locked after repeated failed logins; try again later")
 
 
 class SecondFactorRequired(TelemedError):
@@ -57,7 +65,7 @@ def _usable_account(conn: Connection, username: str, now: datetime, password: st
             passwords.verify_password(_DUMMY_HASH, password)  # same time as a real check: no user enumeration
         raise _fail()
     if acct.locked_until is not None and as_utc(acct.locked_until) > now:
-        raise TelemedError(Category.FORBIDDEN, "The account is locked after repeated failed logins; try again later")
+        raise AccountLocked()
     return acct
 
 
@@ -108,7 +116,13 @@ def result_for(acct, demo: bool, mfa_used: bool) -> LoginResult:
     scopes = ["user/*.*"]
     if mfa_required(roles, demo) and not acct.totp_enabled:
         scopes = [ENROLL_SCOPE]
-    return LoginResult(acct.username, roles, acct.organization_id, acct.practitioner_id, scopes, mfa_used)
+    patient = own_patient(acct)
+    return LoginResult(acct.username, roles, acct.organization_id, acct.practitioner_id, scopes, mfa_used, patient)
+
+
+def own_patient(acct) -> str | None:
+    """The Patient a patient-role account is linked to (``account.patient_id``), else None."""
+    return acct.patient_id if "patient" in (acct.roles or []) else None
 
 
 def record_failure(conn: Connection, username: str, now: datetime) -> None:

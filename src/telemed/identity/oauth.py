@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import secrets
 import time
 from dataclasses import dataclass
@@ -36,14 +35,18 @@ from sqlalchemy import delete, insert, select
 
 from telemed.db.engine import unit_of_work
 from telemed.db.schema import oauth_code as t_code
+from telemed.fhir.store import audit
+from telemed.identity import authorize_page as pages
+from telemed.identity import launch, oidc, refresh, revocation, signin, throttle, tokens
 from telemed.identity import login as login_service
-from telemed.identity import refresh, revocation, signin, tokens
 from telemed.identity.accounts import get_account
+from telemed.identity.authorize_page import NO_STORE
 from telemed.identity.oauth_clients import (
     Client,
     OAuthError,
     authenticate_client,
     basic_credentials,
+    context_scopes,
     get_client,
     grant_scopes,
     refresh_scope,
@@ -60,13 +63,6 @@ CODE_TTL = timedelta(seconds=60)
 CSRF_COOKIE = "telemed_oauth_csrf"
 CSRF_MAX_AGE = 900
 MAX_FORM_BYTES = 64 * 1024
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-PAGE_HEADERS = {
-    **NO_STORE,
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 def _services(request: Request):
@@ -117,7 +113,7 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
 
 
 def _audit(conn, services, user: str, interaction: str, outcome: str, request: Request, note: str | None = None):
-    address = request.client.host if request.client else None
+    address = throttle.request_address(request)
     signin.audit_account(conn, services.clock, user, interaction, outcome, address, note)
 
 
@@ -141,16 +137,27 @@ def _issue(services, client: Client, user: str, scopes: list[str], roles: list[s
     return token, jwt.decode(token, options={"verify_signature": False})
 
 
-def _token_response(services, token: str, claims: dict, refresh_token: str | None = None) -> JSONResponse:
+def _token_response(services, token: str, claims: dict, extra: dict | None = None) -> JSONResponse:
+    """RFC 6749 §5.1, with SMART's launch context (``patient``), a ``refresh_token`` and an
+    OpenID Connect ``id_token`` when granted."""
     body = {
         "access_token": token,
         "token_type": "Bearer",
         "expires_in": services.settings.token_ttl_seconds,
         "scope": claims["scope"],
     }
-    if refresh_token:
-        body["refresh_token"] = refresh_token
+    if claims.get("patient"):
+        body["patient"] = claims["patient"]
+    body.update({k: v for k, v in (extra or {}).items() if v})
     return JSONResponse(body, headers=NO_STORE)
+
+
+def _id_token(services, request: Request, client: Client, acct, scopes: list[str], nonce: str | None) -> str | None:
+    return oidc.id_token(
+        services.token_keys, acct, scopes, issuer=_root(request), client_id=client.client_id,
+        fhir_base=_fhir_base(request), now=services.clock.now(), ttl_seconds=services.settings.token_ttl_seconds,
+        nonce=nonce,
+    )  # fmt: skip
 
 
 def _claimed_client_id(request: Request, fields: dict[str, str]) -> str | None:
@@ -169,7 +176,7 @@ def _claimed_client_id(request: Request, fields: dict[str, str]) -> str | None:
 def post_token(request: Request, form: FormBody) -> Response:
     services = _services(request)
     who = "anonymous"
-    refresh_token = None
+    extra: dict = {}
     try:
         fields = form.fields()
         claimed = _claimed_client_id(request, fields)
@@ -191,14 +198,14 @@ def post_token(request: Request, form: FormBody) -> Response:
         if grant == "client_credentials":
             token, claims = _client_credentials(services, request, client, fields)
         elif grant == "authorization_code":
-            token, claims, who, refresh_token = _authorization_code(services, request, client, fields)
+            token, claims, who, extra = _authorization_code(services, request, client, fields)
         else:
-            token, claims, who, refresh_token = _refresh(services, request, client, fields)
+            token, claims, who, extra = _refresh(services, request, client, fields)
     except OAuthError as exc:
         with unit_of_work(services.engine) as conn:
             _audit(conn, services, who[:64], "token-refused", "4", request, f"{exc.error}: {exc.description}")
         return _oauth_error(exc)
-    return _token_response(services, token, claims, refresh_token)
+    return _token_response(services, token, claims, extra)
 
 
 def _client_credentials(services, request: Request, client: Client, fields: dict) -> tuple[str, dict]:
@@ -224,9 +231,7 @@ def _consume_code(services, code: str) -> object | None:
     return row
 
 
-def _authorization_code(
-    services, request: Request, client: Client, fields: dict
-) -> tuple[str, dict, str, str | None]:
+def _authorization_code(services, request: Request, client: Client, fields: dict) -> tuple[str, dict, str, dict]:
     code, verifier = fields.get("code", ""), fields.get("code_verifier", "")
     if not code:
         raise OAuthError("invalid_request", "code is required")
@@ -252,17 +257,21 @@ def _authorization_code(
             raise OAuthError("invalid_grant", "The user's account is no longer active")
         token, claims = _issue(
             services, client, acct.username, list(row.scopes), list(acct.roles),
-            organization=acct.organization_id, practitioner=acct.practitioner_id,
+            organization=acct.organization_id, practitioner=acct.practitioner_id, patient=row.patient_id,
         )  # fmt: skip
-        refresh_token = None
+        extra = {"id_token": _id_token(services, request, client, acct, list(row.scopes), row.nonce)}
         if refresh.wants_refresh(list(row.scopes)):
-            refresh_token = refresh.issue(conn, client.client_id, acct.username, list(row.scopes), now, claims)
-        note = f"client {client.client_id}: {claims['scope']}" + ("; refresh token" if refresh_token else "")
+            extra["refresh_token"] = refresh.issue(
+                conn, client.client_id, acct.username, list(row.scopes), now, claims, patient=row.patient_id
+            )
+        note = f"client {client.client_id}: {claims['scope']}"
+        note += "; refresh token" if extra.get("refresh_token") else ""
+        note += f"; patient {row.patient_id}" if row.patient_id else ""
         _audit(conn, services, acct.username, "token-issue", "0", request, note)
-    return token, claims, acct.username, refresh_token
+    return token, claims, acct.username, extra
 
 
-def _refresh(services, request: Request, client: Client, fields: dict) -> tuple[str, dict, str, str]:
+def _refresh(services, request: Request, client: Client, fields: dict) -> tuple[str, dict, str, dict]:
     """grant_type=refresh_token: the next access and refresh token of the family (the used one is
     spent). A reused token revokes its family, audited, and is refused."""
     presented = fields.get("refresh_token")
@@ -290,16 +299,19 @@ def _refresh(services, request: Request, client: Client, fields: dict) -> tuple[
                 scopes = asked
             token, claims = _issue(
                 services, client, acct.username, scopes, list(acct.roles),
-                organization=acct.organization_id, practitioner=acct.practitioner_id,
+                organization=acct.organization_id, practitioner=acct.practitioner_id, patient=grant.patient,
             )  # fmt: skip
-            next_token = refresh.issue(conn, client.client_id, acct.username, grant.scopes, now, claims, grant)
+            extra = {"id_token": _id_token(services, request, client, acct, scopes, None)}
+            extra["refresh_token"] = refresh.issue(
+                conn, client.client_id, acct.username, grant.scopes, now, claims, grant, patient=grant.patient
+            )
             _audit(conn, services, acct.username, "token-issue", "0", request,
                    f"client {client.client_id}: refresh_token: {claims['scope']}")  # fmt: skip
     if refused is not None:
         if refused.reuse and refused.username:
             services.revocations.forget_user(refused.username)
         raise OAuthError("invalid_grant", refused.description)
-    return token, claims, acct.username, next_token
+    return token, claims, acct.username, extra
 
 
 # --- authorize endpoint (login page) ---------------------------------------------------------
@@ -317,10 +329,11 @@ class _AuthRequest:
     code_challenge: str
     scopes: list[str]
     params: dict[str, str]  # echoed into the login form
+    nonce: str | None = None  # OpenID Connect, echoed in the id_token
 
 
 _ECHOED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-           "code_challenge_method", "aud", "lang")  # fmt: skip
+           "code_challenge_method", "aud", "lang", "nonce")  # fmt: skip
 
 
 def _with_query(uri: str, params: dict[str, str | None]) -> str:
@@ -353,77 +366,17 @@ def _authorization_request(conn, request: Request, params: dict[str, str]) -> _A
         raise OAuthError("invalid_request", f"aud must be this server's FHIR base URL {_fhir_base(request)}")
     if len(params.get("state") or "") > 1024:
         raise OAuthError("invalid_request", "state is too long")
+    if len(params.get("nonce") or "") > oidc.MAX_NONCE:
+        raise OAuthError("invalid_request", "nonce is too long")
     requested = params.get("scope", "").split()
-    scopes = grant_scopes(requested, client.scopes, "user")
+    scopes = grant_scopes(requested, client.scopes, "user") + grant_scopes(requested, client.scopes, "patient")
     if not scopes:
-        raise OAuthError("invalid_scope", "None of the requested user/ scopes is allowed for this client")
-    scopes += refresh_scope(requested, client.scopes)
+        raise OAuthError("invalid_scope", "None of the requested user/ or patient/ scopes is allowed for this client")
+    scopes += context_scopes(requested, client.scopes) + refresh_scope(requested, client.scopes)
     echoed = {k: params[k] for k in _ECHOED if params.get(k) is not None}
-    return _AuthRequest(client, redirect_uri, params.get("state"), params["code_challenge"], scopes, echoed)
-
-
-_TEXT = {
-    "zh": {
-        "title": "登录", "intro": "应用 {app} 请求访问您的数据：", "username": "用户名", "password": "密码",
-        "code": "动态验证码", "code_hint": "已启用两步验证时填写", "submit": "登录",
-        "bad_request": "无效的授权请求", "expired": "页面已过期，请返回应用重新登录。",
-        "failed": "用户名、密码或验证码错误", "code_required": "请输入动态验证码",
-        "locked": "账户因多次登录失败已被锁定，请稍后再试",
-        "enroll": "请先在平台内完成两步验证设置，再授权第三方应用",
-    },
-    "en": {
-        "title": "Sign in", "intro": "The application {app} asks to access your data:", "username": "User name",
-        "password": "Password", "code": "Verification code", "code_hint": "if two-factor authentication is on",
-        "submit": "Sign in", "bad_request": "Invalid authorization request",
-        "expired": "This page has expired; go back to the application and sign in again.",
-        "failed": "Invalid user name, password or code", "code_required": "A verification code is required",
-        "locked": "The account is locked after repeated failed logins; try again later",
-        "enroll": "Set up two-factor authentication in the platform before authorizing applications",
-    },
-}  # fmt: skip
-
-
-def _lang(params: dict[str, str]) -> str:
-    return "en" if params.get("lang") == "en" else "zh"
-
-
-def _page(lang: str, body: str, status: int = 200) -> HTMLResponse:
-    t = _TEXT[lang]
-    doc = (
-        f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{t["title"]}</title>'
-        "<style>body{font-family:sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem}"
-        "label{display:block;margin-top:1rem}input{width:100%;padding:.4rem;box-sizing:border-box}"
-        "button{margin-top:1.5rem;padding:.5rem 2rem}.error{color:#b00020}</style></head>"
-        f"<body>{body}</body></html>"
+    return _AuthRequest(
+        client, redirect_uri, params.get("state"), params["code_challenge"], scopes, echoed, params.get("nonce") or None
     )
-    return HTMLResponse(doc, status, headers=PAGE_HEADERS)
-
-
-def _error_page(lang: str, message: str, status: int) -> HTMLResponse:
-    t = _TEXT[lang]
-    return _page(lang, f'<h1>{t["bad_request"]}</h1><p class="error">{html.escape(message)}</p>', status)
-
-
-def _login_page(lang: str, req: _AuthRequest, csrf: str, error: str | None = None, status: int = 200) -> HTMLResponse:
-    t = _TEXT[lang]
-    e = html.escape
-    hidden = "".join(f'<input type="hidden" name="{e(k)}" value="{e(v)}">' for k, v in req.params.items())
-    scopes = "".join(f"<li><code>{e(s)}</code></li>" for s in req.scopes)
-    problem = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
-    body = (
-        f"<h1>{t['title']}</h1><p>{e(t['intro'].format(app=req.client.name))}</p><ul>{scopes}</ul>{problem}"
-        f'<form method="post" action="/oauth/authorize">{hidden}'
-        f'<input type="hidden" name="csrf_token" value="{e(csrf)}">'
-        f'<label for="username">{t["username"]}</label>'
-        '<input id="username" name="username" autocomplete="username" maxlength="64" required autofocus>'
-        f'<label for="password">{t["password"]}</label>'
-        '<input id="password" name="password" type="password" autocomplete="current-password" maxlength="256" required>'
-        f'<label for="code">{t["code"]} <small>({t["code_hint"]})</small></label>'
-        '<input id="code" name="code" autocomplete="one-time-code" inputmode="numeric" maxlength="32">'
-        f'<button type="submit">{t["submit"]}</button></form>'
-    )
-    return _page(lang, body, status)
 
 
 def _csrf_token(secret: str, nonce: str) -> str:
@@ -440,16 +393,21 @@ def _csrf_ok(secret: str, nonce: str | None, token: str | None) -> bool:
     return hmac.compare_digest(_csrf_token(secret, nonce), token)
 
 
+def _login_page(lang: str, req: _AuthRequest, csrf: str, error: str | None = None, status: int = 200,
+                headers: dict[str, str] | None = None) -> HTMLResponse:  # fmt: skip
+    return pages.login_page(lang, req.client.name, req.scopes, req.params, csrf, error, status, headers)
+
+
 @router.get("/oauth/authorize")
 def get_authorize(request: Request) -> Response:
     services = _services(request)
     params = dict(request.query_params)
-    lang = _lang(params)
+    lang = pages.lang(params)
     try:
         with unit_of_work(services.engine, write=False) as conn:
             req = _authorization_request(conn, request, params)
     except _PageError as exc:
-        return _error_page(lang, str(exc), 400)
+        return pages.error_page(lang, str(exc), 400)
     except OAuthError as exc:
         return _redirect_error(params["redirect_uri"], params.get("state"), exc.error, exc.description)
     nonce = f"{int(time.time())}.{secrets.token_urlsafe(24)}"
@@ -461,33 +419,30 @@ def get_authorize(request: Request) -> Response:
     return page
 
 
-def _login_message(lang: str, exc: TelemedError) -> str:
-    t = _TEXT[lang]
-    if exc.category is Category.FORBIDDEN:
-        return t["locked"]
-    return t["code_required"] if "two-factor code" in exc.message else t["failed"]
-
-
 @router.post("/oauth/authorize")
 def post_authorize(request: Request, form: FormBody) -> Response:
     services = _services(request)
     fields = form.values
-    lang = _lang(fields)
+    lang = pages.lang(fields)
     nonce = request.cookies.get(CSRF_COOKIE)
     if form.problem or not _csrf_ok(services.secret_key, nonce, fields.get("csrf_token")):
-        return _error_page(lang, _TEXT[lang]["expired"], 403)
+        return pages.error_page(lang, pages.TEXT[lang]["expired"], 403)
     try:
         with unit_of_work(services.engine, write=False) as conn:
             req = _authorization_request(conn, request, fields)
     except _PageError as exc:
-        return _error_page(lang, str(exc), 400)
+        return pages.error_page(lang, str(exc), 400)
     except OAuthError as exc:
         return _redirect_error(fields["redirect_uri"], fields.get("state"), exc.error, exc.description)
+    if fields.get("launch_proof"):
+        return _choose_patient(services, request, req, fields, lang)
     username = fields.get("username", "")[:64]
     note = f"oauth client {req.client.client_id}"
+    address = throttle.request_address(request)
     now = services.clock.now()
-    code = secrets.token_urlsafe(32)
+    code = patient = None
     try:
+        signin.check_throttle(services, username, address, note)
         with unit_of_work(services.engine) as conn:
             result = login_service.login(
                 conn, username, fields.get("password", "")[:256], fields.get("code") or None, now,
@@ -495,27 +450,93 @@ def post_authorize(request: Request, form: FormBody) -> Response:
             )  # fmt: skip
             if result.scopes == [login_service.ENROLL_SCOPE]:
                 raise TelemedError(Category.FORBIDDEN, "Two-factor enrollment is required first")
-            conn.execute(delete(t_code).where(t_code.c.expires < now))
-            conn.execute(
-                insert(t_code).values(
-                    code_hash=hashlib.sha256(code.encode()).hexdigest(), client_id=req.client.client_id,
-                    redirect_uri=req.redirect_uri, code_challenge=req.code_challenge, username=result.username,
-                    scopes=req.scopes, expires=now + CODE_TTL,
-                )
-            )  # fmt: skip
+            patient = result.patient  # a patient-role account's own record: always its context
+            if patient is None and launch.needs_patient(req.scopes):
+                if "patient" in result.roles:
+                    raise OAuthError("access_denied", "No patient record is linked to this account")
+            else:
+                code = _new_code(conn, now, req, result.username, patient)
             _audit(conn, services, result.username, "login", "0", request, note)
+    except OAuthError as exc:
+        return _redirect_error(req.redirect_uri, req.state, exc.error, exc.description)
     except TelemedError as exc:
-        enroll = exc.message.startswith("Two-factor enrollment")
-        with unit_of_work(services.engine) as conn:
-            if exc.category is Category.UNAUTHENTICATED:
-                login_service.record_failure(conn, username, now)
-            _audit(conn, services, username or "anonymous", "login-failed", "4", request, f"{note}: {exc.message}")
-        message = _TEXT[lang]["enroll"] if enroll else _login_message(lang, exc)
-        return _login_page(lang, req, fields["csrf_token"], message, exc.category.status)
+        if not isinstance(exc, throttle.LoginThrottled):
+            with unit_of_work(services.engine) as conn:
+                if exc.category is Category.UNAUTHENTICATED:
+                    login_service.record_failure(conn, username, now)
+                _audit(conn, services, username or "anonymous", "login-failed", "4", request, f"{note}: {exc.message}")
+            if signin.counts_as_failure(exc):
+                throttle.for_services(services).failed(address, now)
+        message = pages.login_message(lang, exc)
+        status = exc.category.status
+        return _login_page(lang, req, fields["csrf_token"], message, status, exc.headers)
+    if code is None:  # a launch with a patient context: the user picks the patient
+        proof = launch.proof(services.secret_key, result.username, req.client.client_id, req.code_challenge, now)
+        return _picker(services, request, req, fields, lang, proof, result.username)
+    return _code_redirect(req, code)
+
+
+def _new_code(conn, now, req: _AuthRequest, username: str, patient: str | None) -> str:
+    code = secrets.token_urlsafe(32)
+    conn.execute(delete(t_code).where(t_code.c.expires < now))
+    conn.execute(
+        insert(t_code).values(
+            code_hash=hashlib.sha256(code.encode()).hexdigest(), client_id=req.client.client_id,
+            redirect_uri=req.redirect_uri, code_challenge=req.code_challenge, username=username,
+            scopes=req.scopes, expires=now + CODE_TTL, patient_id=patient, nonce=req.nonce,
+        )
+    )  # fmt: skip
+    return code
+
+
+def _code_redirect(req: _AuthRequest, code: str) -> Response:
     location = _with_query(req.redirect_uri, {"code": code, "state": req.state})
     response = RedirectResponse(location, 303, headers=NO_STORE)
     response.delete_cookie(CSRF_COOKIE, path="/oauth/authorize")
     return response
+
+
+def _picker(services, request: Request, req: _AuthRequest, fields: dict, lang: str, proof: str, username: str,
+            error: str | None = None, status: int = 200) -> Response:  # fmt: skip
+    """The patient picker of a standalone launch: the patients the user's own rules let them see."""
+    name = fields.get("patient_name", "").strip()[:64]
+    with unit_of_work(services.engine) as conn:
+        acct = get_account(conn, username)
+        repo = services.repository(conn, launch.user_context(acct))
+        patients = launch.visible_patients(repo, name or None)
+        _audit(conn, services, username, "launch-list", "0", request,
+               f"oauth client {req.client.client_id}: {len(patients)} patients listed")  # fmt: skip
+    return pages.picker_page(lang, req.client.name, req.params, fields["csrf_token"], proof, patients, name, error,
+                             status)  # fmt: skip
+
+
+def _choose_patient(services, request: Request, req: _AuthRequest, fields: dict, lang: str) -> Response:
+    """The picker's answer: a search (shown again) or a patient, checked against the user's rules."""
+    proof = fields["launch_proof"]
+    try:
+        username = launch.verify_proof(services.secret_key, proof, req.client.client_id, req.code_challenge)
+    except TelemedError:
+        return pages.error_page(lang, pages.TEXT[lang]["expired"], 403)
+    if fields.get("action") != "choose":
+        return _picker(services, request, req, fields, lang, proof, username)
+    chosen = (fields.get("patient_id") or "").strip() or fields.get("patient", "")
+    now = services.clock.now()
+    with unit_of_work(services.engine) as conn:
+        acct = get_account(conn, username)
+        if acct is None or not acct.active:
+            return pages.error_page(lang, pages.TEXT[lang]["expired"], 403)
+        if launch.may_open(services.repository(conn, launch.user_context(acct)), chosen):
+            code = _new_code(conn, now, req, username, chosen)
+            rec = audit.AuditRecord("launch", "0", entity=f"account/{username}", patient=chosen,
+                                    description=f"oauth client {req.client.client_id}: patient context",
+                                    address=throttle.request_address(request))  # fmt: skip
+            audit.record(conn, launch.user_context(acct), rec, services.clock)
+        else:
+            code = None
+    if code is None:
+        error = pages.TEXT[lang]["pick_unknown"]
+        return _picker(services, request, req, fields, lang, proof, username, error, 404)
+    return _code_redirect(req, code)
 
 
 # --- introspection and revocation ------------------------------------------------------------
@@ -593,9 +614,15 @@ def _revoke_refresh(services, request: Request, client: Client, token: str) -> N
 # --- discovery -------------------------------------------------------------------------------
 
 
-def smart_configuration(request: Request) -> JSONResponse:
-    root = _root(request)
-    body = {
+SCOPES_SUPPORTED = [
+    "openid", "fhirUser", "profile", "launch/patient", "patient/*.cruds", "patient/*.rs",
+    "user/*.cruds", "user/*.rs", "system/*.cruds", "system/*.rs", "offline_access", "online_access",
+]  # fmt: skip
+
+
+def _endpoints(root: str) -> dict:
+    """What the SMART configuration and the OpenID Provider metadata both say."""
+    return {
         "authorization_endpoint": f"{root}/oauth/authorize",
         "token_endpoint": f"{root}/oauth/token",
         "introspection_endpoint": f"{root}/oauth/introspect",
@@ -603,17 +630,32 @@ def smart_configuration(request: Request) -> JSONResponse:
         "jwks_uri": f"{root}/.well-known/jwks.json",
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
-        "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": [
-            "user/*.cruds", "user/*.rs", "system/*.cruds", "system/*.rs", "offline_access", "online_access",
-        ],
-        # No launch context (patient/encounter) and no OpenID Connect (ID tokens) yet.
+    }
+
+
+def smart_configuration(request: Request) -> JSONResponse:
+    """SMART App Launch v2 §2.3 (``.well-known/smart-configuration``)."""
+    root = _root(request)
+    body = {
+        "issuer": root,
+        **_endpoints(root),
+        "response_types_supported": ["code"],
+        "scopes_supported": SCOPES_SUPPORTED,
+        # Standalone launch with a patient context; no EHR launch (no launch parameter) yet.
         "capabilities": [
-            "launch-standalone", "client-public", "client-confidential-symmetric",
-            "permission-user", "permission-v1", "permission-v2", "permission-offline", "permission-online",
+            "launch-standalone", "context-standalone-patient", "client-public", "client-confidential-symmetric",
+            "sso-openid-connect", "permission-patient", "permission-user", "permission-v1", "permission-v2",
+            "permission-offline", "permission-online",
         ],
     }  # fmt: skip
+    return JSONResponse(body, headers={"Cache-Control": "max-age=3600"})
+
+
+def openid_configuration(request: Request) -> JSONResponse:
+    """OpenID Connect Discovery 1.0 §4: the provider metadata, at ``{issuer}/.well-known/openid-configuration``."""
+    root = _root(request)
+    body = oidc.configuration(_endpoints(root), root, SCOPES_SUPPORTED)
     return JSONResponse(body, headers={"Cache-Control": "max-age=3600"})
 
 
@@ -628,3 +670,4 @@ router.add_api_route("/.well-known/jwks.json", jwks, methods=["GET"], tags=["oau
 # SMART serves it under the FHIR base URL; the root copy is for generic OAuth discovery clients.
 router.add_api_route("/.well-known/smart-configuration", smart_configuration, methods=["GET"], tags=["oauth"])
 router.add_api_route("/fhir/.well-known/smart-configuration", smart_configuration, methods=["GET"], tags=["oauth"])
+router.add_api_route("/.well-known/openid-configuration", openid_configuration, methods=["GET"], tags=["oauth"])

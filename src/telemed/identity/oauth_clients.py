@@ -21,13 +21,19 @@ from telemed.db.schema import oauth_client as t_client
 from telemed.identity import passwords
 from telemed.identity.refresh import SCOPES as REFRESH_SCOPES
 
+LAUNCH_PATIENT = "launch/patient"
+# Scopes that ask for context rather than data: OpenID Connect identity (telemed.identity.oidc) and
+# the SMART standalone patient launch (telemed.identity.launch).
+CONTEXT_SCOPES = ("openid", "fhirUser", "profile", LAUNCH_PATIENT)
+
 _DUMMY_HASH = passwords.hash_password("not-a-real-client-secret-Zq9!")
 GRANT_TYPES = ("authorization_code", "client_credentials")
 
-# SMART scopes: ``system|user/<Type|*>.<v1 read|write|* or v2 c r u d s>``, plus ``offline_access``
-# and ``online_access`` (a refresh token with the authorization code grant). Query-qualified v2
-# scopes (``?category=...``) and ``patient/`` scopes (no patient launch context yet) are not granted.
-_SCOPE = re.compile(r"^(system|user)/([A-Z][A-Za-z]{1,63}|\*)\.(read|write|\*|[cruds]{1,5})$")
+# SMART scopes: ``system|user|patient/<Type|*>.<v1 read|write|* or v2 c r u d s>``, plus
+# ``offline_access`` and ``online_access`` (a refresh token with the authorization code grant), and
+# the context scopes above. Query-qualified v2 scopes (``?category=...``) are not granted. A
+# ``patient/`` scope binds the token to one patient (the launch's patient context).
+_SCOPE = re.compile(r"^(system|user|patient)/([A-Z][A-Za-z]{1,63}|\*)\.(read|write|\*|[cruds]{1,5})$")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 
 
@@ -74,7 +80,7 @@ def register_client(
         raise ValueError("A public client cannot use client_credentials")
     if "authorization_code" in grant_types and not redirect_uris:
         raise ValueError("The authorization code grant needs at least one redirect URI")
-    bad = [s for s in scopes if not _SCOPE.match(s) and s not in REFRESH_SCOPES]
+    bad = [s for s in scopes if not _SCOPE.match(s) and s not in REFRESH_SCOPES and s not in CONTEXT_SCOPES]
     if bad:
         raise ValueError(f"Unsupported scopes: {bad}")
     client_id = client_id or "c-" + secrets.token_hex(10)
@@ -164,7 +170,7 @@ def covers(allowed: str, requested: str) -> bool:
 
 
 def grant_scopes(requested: list[str], allowed: list[str], context: str) -> list[str]:
-    """The requested scopes (of ``context``: ``system`` or ``user``) that the client may have;
+    """The requested scopes (of ``context``: ``system``, ``user`` or ``patient``) that the client may have;
     others are left out (RFC 6749 §3.3: the server may grant less than asked; the response's
     ``scope`` says what was granted). No request means every allowed scope of the context."""
     allowed = [s for s in allowed if s.startswith(context + "/")]
@@ -179,3 +185,12 @@ def refresh_scope(requested: list[str], allowed: list[str]) -> list[str]:
     wins when both are asked for): the token response then carries a refresh token."""
     granted = [s for s in REFRESH_SCOPES if s in requested and s in allowed]
     return granted[:1]
+
+
+def context_scopes(requested: list[str], allowed: list[str]) -> list[str]:
+    """The requested ``openid``, ``fhirUser``, ``profile`` and ``launch/patient`` the client may have
+    (``fhirUser`` and ``profile`` only with ``openid``: they are claims of the ID token)."""
+    granted = [s for s in CONTEXT_SCOPES if s in requested and s in allowed]
+    if "openid" not in granted:
+        granted = [s for s in granted if s == LAUNCH_PATIENT]
+    return granted

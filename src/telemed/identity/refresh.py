@@ -49,6 +49,7 @@ class RefreshGrant:
     scopes: list[str]
     family: str
     expires: datetime
+    patient: str | None = None  # the launch's patient context, kept by every token of the family
 
 
 def wants_refresh(scopes: list[str]) -> bool:
@@ -67,6 +68,7 @@ def issue(
     now: datetime,
     access_claims: dict,
     family: RefreshGrant | None = None,
+    patient: str | None = None,
 ) -> str:
     """A new refresh token: of a new family (after the code exchange) or the next of ``family``."""
     token = secrets.token_urlsafe(32)
@@ -81,6 +83,7 @@ def issue(
             token_hash=_digest(token), family=family_id, client_id=client_id, username=username, scopes=scopes,
             issued=now, expires=expires, used=None, revoked=None, access_jti=access_claims.get("jti"),
             access_expires=datetime.fromtimestamp(access_claims["exp"], UTC) if "exp" in access_claims else None,
+            patient_id=patient,
         )
     )  # fmt: skip
     return token
@@ -121,7 +124,7 @@ def redeem(conn: Connection, token: str, client_id: str, now: datetime) -> Refre
     if marked != 1:
         revoke_family(conn, row.family, now)
         raise RefreshRefused("The refresh token was already used; its tokens are revoked", True, row.username)
-    return RefreshGrant(row.username, row.client_id, list(row.scopes), row.family, as_utc(row.expires))
+    return RefreshGrant(row.username, row.client_id, list(row.scopes), row.family, as_utc(row.expires), row.patient_id)
 
 
 def revoke_family(conn: Connection, family: str, now: datetime) -> None:
@@ -157,4 +160,3 @@ def introspect(conn: Connection, token: str, now: datetime) -> dict | None:
         "sub": row.username, "scope": " ".join(row.scopes), "iat": int(as_utc(row.issued).timestamp()),
         "exp": int(as_utc(row.expires).timestamp()),
     }  # fmt: skip
-

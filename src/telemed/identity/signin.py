@@ -21,7 +21,7 @@ from telemed.db.engine import unit_of_work
 from telemed.fhir.store import audit
 from telemed.fhir.store.context import AccessContext
 from telemed.identity import login as login_service
-from telemed.identity import revocation, tokens
+from telemed.identity import revocation, throttle, tokens
 from telemed.identity.accounts import get_account
 from telemed.identity.keys import TokenKeys
 from telemed.identity.login import LoginResult, SecondFactorRequired
@@ -76,6 +76,7 @@ def issue(services: SignInServices, result: LoginResult) -> tuple[str, dict]:
     token = tokens.issue_token(
         services.token_keys, result.username, result.scopes, services.settings.token_ttl_seconds,
         services.clock.now(), result.roles, organization=result.organization, practitioner=result.practitioner,
+        patient=result.patient,
     )  # fmt: skip
     # Our own fresh token: read back without checks (an injected clock may be far from the wall clock).
     return token, jwt.decode(token, options={"verify_signature": False})
@@ -88,6 +89,25 @@ def _signed_in(services: SignInServices, conn: Connection, result: LoginResult, 
     return SignedIn(result, token, claims)
 
 
+def counts_as_failure(exc: TelemedError) -> bool:
+    """Whether a refusal counts towards the address's throttle: wrong credentials and attempts on a
+    locked account; a missing second factor after a right password is not a guess."""
+    if isinstance(exc, (SecondFactorRequired, throttle.LoginThrottled)):
+        return False
+    return exc.category is Category.UNAUTHENTICATED or isinstance(exc, login_service.AccountLocked)
+
+
+def check_throttle(services: SignInServices, username: str, address: str | None, note: str | None) -> None:
+    """Refuse (429, audited) a sign-in from an address that failed too often (telemed.identity.throttle)."""
+    wait = throttle.for_services(services).wait(address, services.clock.now())
+    if wait:
+        exc = throttle.LoginThrottled(wait)
+        with unit_of_work(services.engine) as conn:
+            detail = f"{note}: {exc.message}" if note else exc.message
+            audit_account(conn, services.clock, username[:64] or "anonymous", "login-failed", "4", address, detail)
+        raise exc
+
+
 def _refused(services: SignInServices, username: str, exc: TelemedError, now: datetime, address, note) -> None:
     with unit_of_work(services.engine) as conn:
         # A missing second factor after a right password is not a guess: it does not count towards lockout.
@@ -95,6 +115,8 @@ def _refused(services: SignInServices, username: str, exc: TelemedError, now: da
             login_service.record_failure(conn, username, now)
         detail = f"{note}: {exc.message}" if note else exc.message
         audit_account(conn, services.clock, username[:64] or "anonymous", "login-failed", "4", address, detail)
+    if counts_as_failure(exc):
+        throttle.for_services(services).failed(address, now)
 
 
 def sign_in(
@@ -108,7 +130,9 @@ def sign_in(
 ) -> SignedIn:
     """Check the password (and the TOTP or recovery code when the account has one) and issue a
     token. Raises TelemedError: UNAUTHENTICATED (wrong credentials; ``SecondFactorRequired``
-    when only the code is missing) or FORBIDDEN (locked)."""
+    when only the code is missing), FORBIDDEN (locked) or TOO_MANY_REQUESTS (the address failed
+    too often: :class:`~telemed.identity.throttle.LoginThrottled`)."""
+    check_throttle(services, username, address, note)
     now = services.clock.now()
     try:
         with unit_of_work(services.engine) as conn:
@@ -125,6 +149,7 @@ def sign_in_second_factor(
     """Finish a two-step login: ``challenge`` (from :func:`mfa_challenge`) proves the password
     step; ``code`` is a TOTP or recovery code. A wrong code counts towards lockout."""
     username = verify_challenge(services.secret_key, challenge)
+    check_throttle(services, username, address, note)
     now = services.clock.now()
     try:
         with unit_of_work(services.engine) as conn:

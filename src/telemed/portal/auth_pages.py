@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from telemed.db.engine import unit_of_work
 from telemed.demo.loader import DEMO_PASSWORD
-from telemed.identity import mfa, signin
+from telemed.identity import mfa, signin, throttle
 from telemed.identity.login import LOCK_FOR, SecondFactorRequired
 from telemed.kernel.errors import Category, TelemedError
 from telemed.portal import session
@@ -46,7 +46,7 @@ def _services(request: Request):
 
 
 def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return throttle.request_address(request)
 
 
 def _secure(request: Request) -> bool:
@@ -55,6 +55,9 @@ def _secure(request: Request) -> bool:
 
 def _login_error(_: Gettext, exc: TelemedError) -> str:
     """identity's English refusal as a message in the user's language."""
+    if isinstance(exc, throttle.LoginThrottled):
+        minutes = max(1, -(-exc.retry_after // 60))
+        return _("Too many failed sign-ins from your network. Try again in %(minutes)s minutes.", minutes=minutes)
     if exc.category is Category.FORBIDDEN:
         minutes = int(LOCK_FOR.total_seconds() // 60)
         return _("The account is locked after repeated failed sign-ins. Try again in %(minutes)s minutes.",
@@ -135,7 +138,9 @@ def post_login(
         return page
     except TelemedError as exc:
         status = _form_status(exc)
-        return _login_page(request, status=status, error=_login_error(_, exc), username=username, next_url=next_url)
+        page = _login_page(request, status=status, error=_login_error(_, exc), username=username, next_url=next_url)
+        page.headers.update(exc.headers)  # Retry-After of a throttled address
+        return page
     return _signed_in(request, done, next_url)
 
 
@@ -167,11 +172,12 @@ def post_login_code(
     try:
         done = signin.sign_in_second_factor(services, challenge, code, address=_address(request), note=NOTE)
     except TelemedError as exc:
-        step = "password" if exc.category is Category.FORBIDDEN else "code"
+        step = "password" if exc.category in (Category.FORBIDDEN, Category.TOO_MANY_REQUESTS) else "code"
         page = _login_page(
             request, step=step, status=_form_status(exc), error=_login_error(_, exc), username=username,
             next_url=next_url,
         )  # fmt: skip
+        page.headers.update(exc.headers)
         if step == "password":
             page.delete_cookie(CHALLENGE_COOKIE, path=LOGIN_PATH)
         return page
