@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -239,8 +240,8 @@ def dicom_service(services: Services, **kwargs) -> DicomService:
 
 def _ecg_from_dicom(services: Services, received: Received) -> None:
     result, remote = received.result, received.remote
-    if not result.patient:
-        return
+    if not result.patient or result.sop_class_uid not in ecg_service.ECG_SOP_CLASSES:
+        return  # (before any transaction: a CT series would otherwise load the pools for every image)
     with unit_of_work(services.engine) as conn:
         pools = ecg_service.Pools.load(services.repository(conn, AccessContext.system()))
         done = ecg_service.receive_dicom(
@@ -278,9 +279,23 @@ def _authenticate(services: Services):
     return authenticate
 
 
+def tune_gc() -> None:
+    """Take what the process holds once started (the FHIR definitions, compiled search parameters,
+    templates, modules: millions of objects) out of the cyclic garbage collector's reach, and let
+    it run less often. Otherwise every full collection walks all of them while a request waits:
+    measured on the consultation board, 40 ms per page before and 12 ms after."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+GC_THRESHOLD = 20_000  # allocations between young-generation collections (CPython's default: 700)
+
+
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        tune_gc()
         services.start_background(asyncio.get_running_loop())
         try:
             yield
