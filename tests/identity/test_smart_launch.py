@@ -132,6 +132,11 @@ def test_practitioner_picks_a_patient_and_the_token_sees_only_that_patient(serve
     assert jwt.decode(token, options={"verify_signature": False})["patient"] == world.p1
 
     assert _ids(server, token, "Observation") == {world.obs[world.p1]}  # not p2's, though the doctor sees p2
+    included = httpx.get(f"{server.url}/fhir/Patient", params={"_revinclude": "Observation:subject"},
+                         headers=bearer(token)).json()  # fmt: skip
+    assert {e["resource"]["id"] for e in included.get("entry", [])} == {world.p1, world.obs[world.p1]}
+    history = httpx.get(f"{server.url}/fhir/Observation/_history", headers=bearer(token)).json()
+    assert {e["resource"]["id"] for e in history.get("entry", []) if "resource" in e} == {world.obs[world.p1]}
     assert _ids(server, token, "Patient") == {world.p1}
     assert _read(server, token, f"Patient/{world.p1}") == 200
     assert _read(server, token, f"Observation/{world.obs[world.p1]}") == 200
@@ -167,6 +172,11 @@ def test_patient_scopes_in_v2_form_can_write_within_the_patient_only(server, ser
     assert httpx.post(f"{server.url}/fhir/Observation", json=mine, headers=bearer(token)).status_code == 201
     other = {**mine, "subject": {"reference": f"Patient/{world.p1}"}}
     assert httpx.post(f"{server.url}/fhir/Observation", json=other, headers=bearer(token)).status_code == 404
+    nobodys = {k: v for k, v in mine.items() if k != "subject"}  # in no patient's compartment
+    assert httpx.post(f"{server.url}/fhir/Observation", json=nobodys, headers=bearer(token)).status_code == 403
+    moved = httpx.put(f"{server.url}/fhir/Observation/{world.obs[world.p2]}", headers=bearer(token),
+                      json={**other, "id": world.obs[world.p2]})  # fmt: skip
+    assert moved.status_code == 404  # to another patient
     assert _ids(server, token, "Observation") >= {world.obs[world.p2]}
     assert world.obs[world.p1] not in _ids(server, token, "Observation")
 

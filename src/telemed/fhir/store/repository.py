@@ -339,11 +339,15 @@ class Repository:
             return
         if self.context.clinical == "none":
             raise TelemedError(Category.FORBIDDEN, "This account may not write patient records")
-        for pid in access.patients_of(resource):
+        patients = access.patients_of(resource)
+        for pid in patients:
             if resource["resourceType"] == "Patient" and not self.exists("Patient", pid):
                 continue  # creating a new patient
             if not self._visible("Patient", pid):
                 raise TelemedError(Category.NOT_FOUND, f"Patient/{pid} is not known")
+        launch = self.context.patient if self.context.clinical != "self" else None
+        if launch is not None and launch not in patients:  # e.g. no subject at all, or a new Patient
+            raise TelemedError(Category.FORBIDDEN, f"This token writes only records of its patient Patient/{launch}")
 
     def _load(self, content: dict, has_blobs: bool) -> dict:
         resource = rehydrate(content, self.blobs) if has_blobs else content
