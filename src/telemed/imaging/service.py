@@ -18,14 +18,17 @@ ImagingStudy once per association (on release) or STOW request.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from telemed.db.engine import unit_of_work
@@ -97,6 +100,7 @@ class StoreResult:
     created_study: bool
     replaced: bool
     patient: str | None = None  # the FHIR Patient of the study
+    study_fhir_id: str | None = None  # its ImagingStudy
 
 
 def endpoint_resource(ae_title: str, host: str, port: int, organization: str, name: str | None = None) -> dict:
@@ -188,10 +192,150 @@ def _patient(conn: Connection, repo: Repository, ctx: AccessContext, attrs: dict
     return pk, fhir_id
 
 
-def _record(conn, ctx, platform, outcome: str, entity: str | None, patient: str | None, description: str) -> None:
-    audit.record(
-        conn, ctx, audit.AuditRecord("create", outcome, entity, None, patient, description=description), platform.clock
-    )
+def _audit_stored(conn: Connection, platform: Platform, stored: list[tuple[AccessContext, StoreResult]]) -> None:
+    """AuditEvents of the instances a transaction stored, in that transaction: one per sender and
+    study, naming each instance (several events when the list would not fit one description)."""
+    groups: dict[tuple, list[StoreResult]] = {}
+    for ctx, result in stored:
+        groups.setdefault((ctx, result.study_uid), []).append(result)
+    for (ctx, _study), results in groups.items():
+        first = results[0]
+        chunk: list[str] = []
+        for i, result in enumerate(results):
+            chunk.append(result.sop_instance_uid)
+            if i + 1 < len(results) and sum(len(u) + 1 for u in chunk) + len(results[i + 1].sop_instance_uid) < 900:
+                continue
+            classes = sorted({r.sop_class_uid for r in results})
+            description = f"DICOM store {len(chunk)} instance(s) of {' '.join(classes)}: {' '.join(chunk)}"
+            if len(description) > 1000:  # many SOP classes: the instances matter more
+                description = f"DICOM store {len(chunk)} instance(s): {' '.join(chunk)}"
+            rec = audit.AuditRecord(
+                "create", "0", f"ImagingStudy/{first.study_fhir_id}", None, first.patient, description=description
+            )
+            audit.record(conn, ctx, rec, platform.clock)
+            chunk = []
+
+
+@dataclass
+class _Pending:
+    """An instance checked and on its way to disk, waiting for its index rows to be committed."""
+
+    ctx: AccessContext
+    parsed: ParsedInstance
+    blob: Future
+    metadata: bytes
+    done: bool = False
+    result: StoreResult | None = None
+    error: BaseException | None = None
+
+    def outcome(self) -> StoreResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _GroupCommit:
+    """Group commit of the index (one per engine): a storing thread queues its instance, then whichever
+    thread takes the lock writes every queued instance in one transaction and marks them done. Each
+    thread returns (and its C-STORE success or STOW-RS result goes out) only once its own instance is
+    committed; concurrent associations share one commit instead of queueing for SQLite's write lock
+    (whose busy handler sleeps in milliseconds) or paying a PostgreSQL commit each."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: deque[_Pending] = deque()
+
+
+_GROUPS: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
+_GROUPS_LOCK = threading.Lock()
+MAX_GROUP = 64
+
+
+def _group(engine: Engine) -> _GroupCommit:
+    group = _GROUPS.get(engine)
+    if group is None:
+        with _GROUPS_LOCK:
+            group = _GROUPS.setdefault(engine, _GroupCommit())
+    return group
+
+
+def _commit(platform: Platform, items: list[_Pending]) -> None:
+    group = _group(platform.engine)
+    group.waiting.extend(items)
+    for item in items:
+        while not item.done:
+            with group.lock:
+                if item.done:
+                    break
+                batch = []
+                while group.waiting and len(batch) < MAX_GROUP:
+                    batch.append(group.waiting.popleft())
+                if batch:
+                    _write(platform, batch)
+
+
+def _write(platform: Platform, batch: list[_Pending]) -> None:
+    """Index ``batch`` in one transaction; when that fails, each instance in a transaction of its own
+    (so one refused or conflicting instance never takes the others down with it)."""
+    if len(batch) > 1:
+        try:
+            with unit_of_work(platform.engine) as conn:
+                results = [_index(conn, platform, it.ctx, it.parsed, it.blob.result, it.metadata) for it in batch]
+                _audit_stored(conn, platform, [(it.ctx, r) for it, r in zip(batch, results, strict=True)])
+        except Exception:  # noqa: BLE001 - retried one by one below, where each gets its own outcome
+            log.debug("group commit of %d instances failed; storing them one by one", len(batch), exc_info=True)
+        else:
+            for it, r in zip(batch, results, strict=True):
+                it.result, it.done = r, True
+            return
+    for it in batch:
+        try:
+            it.result = _write_one(platform, it)
+        except Exception as exc:  # noqa: BLE001 - handed to the storing thread, which raises it
+            it.error = exc
+        it.done = True
+
+
+def _write_one(platform: Platform, it: _Pending) -> StoreResult:
+    for attempt in range(5):
+        try:
+            with unit_of_work(platform.engine) as conn:
+                result = _index(conn, platform, it.ctx, it.parsed, it.blob.result, it.metadata)
+                _audit_stored(conn, platform, [(it.ctx, result)])
+                return result
+        except IntegrityError:
+            # Another process created the same patient, study or series a moment earlier: retry
+            # (the winner's rows are now visible).
+            if attempt == 4:
+                raise
+        except OperationalError as exc:  # PostgreSQL serialization/deadlock: retry too
+            if attempt == 4 or "deadlock" not in str(exc).lower():
+                raise
+        time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _prepare(
+    ctx: AccessContext,
+    raw: bytes,
+    sop_class_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    study_uid: str | None = None,
+    blobs: BlobStore | None = None,
+) -> _Pending:
+    parsed = model.parse_instance(raw)
+    if sop_class_uid and parsed.sop_class_uid != sop_class_uid:
+        raise NonConformant(f"SOP Class {parsed.sop_class_uid} does not match the request's {sop_class_uid}")
+    if sop_instance_uid and parsed.sop_instance_uid != sop_instance_uid:
+        raise NonConformant("SOP Instance UID does not match the request's Affected SOP Instance UID")
+    if study_uid and parsed.study_uid != study_uid:
+        raise NonConformant(f"The instance belongs to study {parsed.study_uid}, not {study_uid}", 0xA900)
+    # The file is written (and fsynced) in another thread while this one builds the metadata; the
+    # transaction waits for it before its last statement, so no committed row points at a missing file.
+    assert blobs is not None
+    stored = _WRITERS.submit(blobs.put, raw)
+    return _Pending(ctx, parsed, stored, model.metadata_json(parsed))
 
 
 def store_instance(
@@ -206,33 +350,48 @@ def store_instance(
     """Check, keep and index one Part 10 instance; raises :class:`NonConformant` when refused.
 
     ``sop_class_uid``/``sop_instance_uid`` are what the C-STORE request announced (they must match
-    the dataset, PS3.4 §B.2.3); ``study_uid`` is the STOW-RS target study, if any.
+    the dataset, PS3.4 §B.2.3); ``study_uid`` is the STOW-RS target study, if any. Returns once the
+    file is on disk and the index rows are committed.
     """
-    parsed = model.parse_instance(raw)
-    if sop_class_uid and parsed.sop_class_uid != sop_class_uid:
-        raise NonConformant(f"SOP Class {parsed.sop_class_uid} does not match the request's {sop_class_uid}")
-    if sop_instance_uid and parsed.sop_instance_uid != sop_instance_uid:
-        raise NonConformant("SOP Instance UID does not match the request's Affected SOP Instance UID")
-    if study_uid and parsed.study_uid != study_uid:
-        raise NonConformant(f"The instance belongs to study {parsed.study_uid}, not {study_uid}", 0xA900)
-    # The file is written (and fsynced) in another thread while this one indexes; the transaction
-    # waits for it before its last statement, so no committed row ever points at a missing file.
-    stored = _WRITERS.submit(platform.blobs.put, raw)
-    metadata = model.metadata_json(parsed)
-    for attempt in range(5):
+    item = _prepare(ctx, raw, sop_class_uid, sop_instance_uid, study_uid, platform.blobs)
+    _commit(platform, [item])
+    return item.outcome()
+
+
+def store_instances(
+    platform: Platform, ctx: AccessContext, raws: list[bytes], *, study_uid: str | None = None
+) -> list[StoreResult | Exception]:
+    """:func:`store_instance` for many instances (a STOW-RS request): each checked, then committed
+    in groups; one outcome per instance, in order (a result, or the exception that refused it)."""
+    out: list[StoreResult | Exception] = []
+    pending: list[_Pending] = []
+    for raw in raws:
         try:
-            with unit_of_work(platform.engine) as conn:
-                return _index(conn, platform, ctx, parsed, stored.result, metadata)
-        except IntegrityError:
-            # Another association created the same patient, study or series a moment earlier: retry
-            # (the winner's rows are now visible).
-            if attempt == 4:
-                raise
-        except OperationalError as exc:  # PostgreSQL serialization/deadlock: retry too
-            if attempt == 4 or "deadlock" not in str(exc).lower():
-                raise
-        time.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")
+            item = _prepare(ctx, raw, study_uid=study_uid, blobs=platform.blobs)
+        except Exception as exc:  # noqa: BLE001 - this instance's outcome; the others go on
+            out.append(exc)
+            continue
+        pending.append(item)
+        out.append(item)  # type: ignore[arg-type] - replaced below
+    _commit(platform, pending)
+    for i, o in enumerate(out):
+        if isinstance(o, _Pending):
+            out[i] = o.error if o.error is not None else o.outcome()  # type: ignore[assignment]
+    return out
+
+
+# The study of an instance with its FHIR Patient, in one statement (built once).
+_STUDY_OF = (
+    select(
+        t_study.c.owner_org,
+        t_study.c.fhir_id,
+        t_study.c.patient_pk,
+        t_study.c.modalities,
+        t_patient.c.fhir_id.label("patient_fhir"),
+    )
+    .select_from(t_study.outerjoin(t_patient, t_patient.c.id == t_study.c.patient_pk))
+    .where(t_study.c.study_uid == bindparam("uid"))
+)
 
 
 def _index(
@@ -244,14 +403,9 @@ def _index(
     metadata: bytes,
 ) -> StoreResult:
     now = platform.clock.now()
-    repo = platform.repository(conn, ctx)
     org = ctx.organization or ""
     attrs = parsed.index
-    study = conn.execute(
-        select(t_study.c.owner_org, t_study.c.fhir_id, t_study.c.patient_pk, t_study.c.modalities).where(
-            t_study.c.study_uid == parsed.study_uid
-        )
-    ).first()
+    study = conn.execute(_STUDY_OF, {"uid": parsed.study_uid}).first()
     if study is not None and study.owner_org != org and not ctx.sees_all:
         raise NonConformant("The study cannot be stored by this sender", 0xA700)
     existing = conn.execute(
@@ -271,8 +425,10 @@ def _index(
     }
     created_study = False
     if existing is not None:  # the same instance again: the new copy replaces the old (same UIDs)
+        assert study is not None  # (its study row was written with it)
         conn.execute(update(t_study).where(t_study.c.study_uid == parsed.study_uid).values(fhir_stale=True))
-        patient_fhir = None
+        fhir_id = study.fhir_id
+        patient_fhir = study.patient_fhir if study is not None else None
     else:
         series_new = (
             conn.execute(
@@ -290,6 +446,7 @@ def _index(
             )
         modality = attrs["series"].get("modality")
         if study is None:
+            repo = platform.repository(conn, ctx)
             patient_pk, patient_fhir = _patient(conn, repo, ctx, attrs["patient"])
             conn.execute(
                 insert(t_study).values(
@@ -317,7 +474,7 @@ def _index(
             conn.execute(update(t_study).where(t_study.c.study_uid == parsed.study_uid).values(fhir_id=fhir_id))
             created_study = True
         else:
-            patient_fhir = None
+            fhir_id, patient_fhir = study.fhir_id, study.patient_fhir
             values: dict = {
                 "num_instances": t_study.c.num_instances + 1,
                 "num_series": t_study.c.num_series + (1 if series_new else 0),
@@ -340,17 +497,6 @@ def _index(
                 **row,
             )
         )
-    _record(
-        conn,
-        ctx,
-        platform,
-        "0",
-        f"ImagingStudy/{study.fhir_id}" if study is not None else None,
-        patient_fhir,
-        f"DICOM store {parsed.sop_class_uid} {parsed.sop_instance_uid}",
-    )
-    if patient_fhir is None and study is not None:
-        patient_fhir = conn.execute(select(t_patient.c.fhir_id).where(t_patient.c.id == study.patient_pk)).scalar()
     return StoreResult(
         parsed.sop_class_uid,
         parsed.sop_instance_uid,
@@ -359,6 +505,7 @@ def _index(
         created_study,
         existing is not None,
         patient_fhir,
+        fhir_id,
     )
 
 

@@ -17,7 +17,7 @@ from pydicom import dcmread
 from telemed.fhir.store.context import AccessContext
 from telemed.imaging import multipart
 from telemed.imaging.model import NonConformant
-from telemed.imaging.service import Platform, refresh_stale, store_instance
+from telemed.imaging.service import Platform, refresh_stale, store_instances
 
 log = logging.getLogger("telemed.imaging.stow")
 
@@ -31,6 +31,10 @@ def _uids(raw: bytes) -> tuple[str | None, str | None]:
         return str(ds.get("SOPClassUID") or "") or None, str(ds.get("SOPInstanceUID") or "") or None
     except Exception:  # noqa: BLE001 - an unreadable part is reported as such below
         return None, None
+
+
+def _is_dicom(headers: dict[str, str]) -> bool:
+    return multipart.params(headers.get("content-type", "application/dicom"))[0] in DICOM_PART_TYPES
 
 
 def _item(sop_class: str | None, sop_instance: str | None) -> dict:
@@ -48,19 +52,21 @@ def store(
     """(HTTP status, DICOM JSON response) of a STOW-RS request."""
     parts = multipart.decode(body, content_type)
     referenced, failed, touched = [], [], set()
+    dicom = [raw for headers, raw in parts if _is_dicom(headers)]
+    # Checked one by one, committed in groups (one transaction for many instances, each still
+    # answered with its own outcome).
+    outcomes = iter(store_instances(platform, ctx, dicom, study_uid=study))
     for headers, raw in parts:
-        ptype = multipart.params(headers.get("content-type", "application/dicom"))[0]
-        if ptype not in DICOM_PART_TYPES:
+        if not _is_dicom(headers):
             failed.append({**_item(None, None), "00081197": {"vr": "US", "Value": [0xA900]}})
             continue
-        try:
-            result = store_instance(platform, ctx, raw, study_uid=study)
-        except NonConformant as exc:
-            log.info("STOW-RS part refused: %s", exc)
-            failed.append({**_item(*_uids(raw)), "00081197": {"vr": "US", "Value": [exc.status]}})
+        result = next(outcomes)
+        if isinstance(result, NonConformant):
+            log.info("STOW-RS part refused: %s", result)
+            failed.append({**_item(*_uids(raw)), "00081197": {"vr": "US", "Value": [result.status]}})
             continue
-        except Exception:  # noqa: BLE001 - this part fails; the others are still stored
-            log.exception("STOW-RS part failed")
+        if isinstance(result, Exception):  # this part fails; the others are still stored
+            log.error("STOW-RS part failed", exc_info=result)
             failed.append({**_item(*_uids(raw)), "00081197": {"vr": "US", "Value": [PROCESSING_FAILURE]}})
             continue
         touched.add(result.study_uid)
