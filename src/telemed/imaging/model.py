@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 from pydicom import config as pydicom_config
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -57,15 +57,54 @@ class ParsedInstance:
     index: dict = field(default_factory=dict)  # study/series/instance/patient attributes (below)
 
 
+# Attributes are read from the raw element bytes where possible: asking pydicom (``ds.get``) converts
+# the element in place, and a converted element then costs the DICOM JSON encoder below ~30 µs
+# instead of ~2 µs (a CT image: ~25 such elements, ~1 ms an instance).
+_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
+
+
+def _raw_value(ds: Dataset, keyword: str):
+    """The value of ``keyword`` as pydicom would give it (a str for text, else pydicom's value), or None."""
+    tag = tag_for_keyword(keyword)
+    elem = ds._dict.get(tag) if tag is not None else None
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement) and elem.VR is not None:
+        vr = elem.VR
+        raw = elem.value
+        if raw is None:
+            return None
+        if vr in _STRING_VRS or vr in ("DS", "IS", "PN"):
+            encoding = _encoding(ds) if vr in _TEXT_VRS else "latin-1"
+            if encoding is not None:
+                text = raw.decode(encoding, "replace")
+                if vr in ("DS", "IS"):
+                    return text.strip(" \x00")
+                return (
+                    text.rstrip(" \x00")
+                    if vr in _SINGLE_VALUE
+                    else "\\".join(p.rstrip(" \x00") for p in text.split("\\"))
+                )
+        elif vr in ("US", "SS") and len(raw) >= 2:
+            little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
+            return struct.unpack(("<" if little else ">") + _NUMBERS[vr], raw[:2])[0]
+    value = ds[tag].value  # anything else: as pydicom converts it
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return value
+
+
 def _text(ds: Dataset, keyword: str, limit: int = 255) -> str | None:
-    value = ds.get(keyword)
+    value = _raw_value(ds, keyword)
     if value is None or value == "":
         return None
     return str(value)[:limit]
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
+    value = _raw_value(ds, keyword)
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
@@ -73,7 +112,7 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 
 def _uid(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+    value = _raw_value(ds, keyword)
     if not value:
         raise NonConformant(f"{keyword} is missing")
     uid = UID(str(value))
@@ -87,13 +126,14 @@ def _check_pixels(ds: Dataset, transfer_syntax: UID) -> None:
     if "PixelData" not in ds:
         return
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        rows, cols = int(_raw_value(ds, "Rows")), int(_raw_value(ds, "Columns"))  # type: ignore[arg-type]
+        bits = int(_raw_value(ds, "BitsAllocated"))  # type: ignore[arg-type]
+        samples = _int(ds, "SamplesPerPixel") or 1
     except (AttributeError, TypeError, ValueError):
         raise NonConformant("Pixel Data without Rows, Columns and Bits Allocated") from None
     frames = _int(ds, "NumberOfFrames") or 1
-    value = ds.PixelData
+    elem = ds._dict[0x7FE00010]
+    value = elem.value if isinstance(elem, RawDataElement) else ds.PixelData
     if transfer_syntax.is_encapsulated:
         if not isinstance(value, bytes) or value[:4] != b"\xfe\xff\x00\xe0":
             raise NonConformant("Encapsulated Pixel Data does not start with a Basic Offset Table item")
@@ -119,7 +159,6 @@ def parse_instance(raw: bytes) -> ParsedInstance:
     """Read and check a Part 10 file; raises :class:`NonConformant` for what must not be stored."""
     try:
         ds = dcmread(io.BytesIO(raw))
-        ds.get("PatientID")  # force the lazy parts that matter to be read now
     except (
         InvalidDicomError,
         EOFError,
@@ -156,7 +195,7 @@ def parse_instance(raw: bytes) -> ParsedInstance:
 
 
 def _person_name(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
+    value = _raw_value(ds, keyword)
     if not value:
         return None
     return str(value)[:255]
@@ -189,7 +228,7 @@ def index_attributes(ds: Dataset) -> dict:
             "instance_number": _int(ds, "InstanceNumber"),
             "rows": _int(ds, "Rows"),
             "columns": _int(ds, "Columns"),
-            "frames": _int(ds, "NumberOfFrames") or (1 if "PixelData" in ds else None),
+            "frames": _int(ds, "NumberOfFrames") or (1 if 0x7FE00010 in ds._dict else None),
         },
     }
 
@@ -204,7 +243,8 @@ def metadata_json(parsed: ParsedInstance) -> bytes:
     base = BASE_PLACEHOLDER.decode() + "/" + instance_path(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid)
     out = dataset_json(ds, base, _encoding(ds))
     if "7FE00010" in out:  # Pixel Data: frames are the useful retrieval (PS3.18 §10.4.1.1.3)
-        out["7FE00010"] = {"vr": out["7FE00010"]["vr"], "BulkDataURI": f"{base}/frames/1"}
+        vr = "OB" if UID(parsed.transfer_syntax).is_encapsulated else out["7FE00010"]["vr"]  # (PS3.5 §8.2)
+        out["7FE00010"] = {"vr": vr, "BulkDataURI": f"{base}/frames/1"}
     # Retrieve needs the transfer syntax of what is stored (PS3.18 §10.4.1.1 "AvailableTransferSyntaxUID").
     out["00083002"] = {"vr": "UI", "Value": [parsed.transfer_syntax]}
     return orjson.dumps(out)
@@ -237,6 +277,11 @@ def _encoding(ds: Dataset) -> str | None:
 
 def _vr_of(tag: int, vr: str | None, signed: bool) -> str:
     if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return "UN"
+    if vr == "UN" and tag >> 16 & 1 == 0:  # a public element sent as UN: its dictionary VR (as pydicom does)
         try:
             vr = dictionary_VR(tag)
         except KeyError:
