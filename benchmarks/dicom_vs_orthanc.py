@@ -250,6 +250,8 @@ def main() -> int:
         print(f"Orthanc {subprocess.run(['Orthanc', '--version'], capture_output=True, text=True).stdout.split()[1]}"
               f" (SQLite index) vs Telemed ({'PostgreSQL' if args.postgres_url else 'SQLite'}); "
               f"{args.n} CT_small instances per phase, series of {args.series}")  # fmt: skip
+        load_before = os.getloadavg()
+        print("load average", " ".join(f"{x:.2f}" for x in load_before), flush=True)
         results = {
             "orthanc": run_target(
                 "Orthanc", o_dicom, "BENCH", "ORTHANC", f"http://127.0.0.1:{o_http}/dicom-web", {}, tmp, args
@@ -274,6 +276,8 @@ def main() -> int:
             "metadata": t["metadata"] / o["metadata"],
         }
         results["ratios"] = ratios
+        results["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        print("load average", " ".join(f"{x:.2f}" for x in results["load_average"]["after"]))
         print("Telemed / Orthanc (ingest: higher is better; latency: lower is better)")
         for k, v in ratios.items():
             print(f"  {k:12} {v:5.2f}x")
