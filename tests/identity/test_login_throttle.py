@@ -76,6 +76,14 @@ def test_database_throttle_window(services):
     t.failed(None, t0)  # no address (a test transport): nothing to count
 
 
+def test_the_throttle_follows_the_settings(tmp_path, services):
+    settings = make_settings(tmp_path, "sqlite:///x.db")
+    assert isinstance(throttle.from_settings(settings, services.engine), DatabaseThrottle)
+    with_redis = settings.model_copy(update={"broker_url": "redis://127.0.0.1:6379/0", "login_throttle_failures": 7})
+    chosen = throttle.from_settings(with_redis, services.engine)
+    assert isinstance(chosen, RedisThrottle) and chosen.failures == 7
+
+
 def test_redis_throttle():
     import redis
 

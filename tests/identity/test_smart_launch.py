@@ -252,3 +252,24 @@ def test_discovery_documents_agree(server):
     assert {"sso-openid-connect", "context-standalone-patient", "permission-patient"} <= set(smart["capabilities"])
     keys = httpx.get(config["jwks_uri"]).json()["keys"]
     assert keys and all(k["alg"] == "RS256" and k["kid"] for k in keys)
+
+
+def test_an_administrators_launch_is_narrowed_too(server, services, world, launch_client):
+    """A platform administrator sees every patient; with a patient context only that one."""
+    admin = _user(services, world.other, ["platform-admin"])
+    verifier, challenge = _pkce()
+    with httpx.Client() as http:
+        params = _authorize_params(server, launch_client, challenge, scope="launch/patient patient/*.rs")
+        _, picker = _login_via_form(http, server, params, admin)
+        hidden = dict(HIDDEN.findall(picker.text))
+        code = _code_from(_pick(http, server, hidden, "choose", patient_id=world.p3))
+    body = _exchange(server, launch_client, code, verifier).json()
+    token = body["access_token"]
+    assert body["patient"] == world.p3
+    assert _ids(server, token, "Observation") == {world.obs[world.p3]}
+    assert _read(server, token, f"Observation/{world.obs[world.p1]}") == 404
+    assert _read(server, token, "Organization") == 200  # directory data stays readable
+    # introspection reports the context (a confidential client asks)
+    cid, secret = _client(services, grant_types=["client_credentials"], scopes=["system/*.rs"])
+    info = httpx.post(f"{server.url}/oauth/introspect", data={"token": token}, auth=(cid, secret)).json()
+    assert info["active"] and info["patient"] == world.p3

@@ -566,7 +566,9 @@ def post_introspect(request: Request, form: FormBody) -> Response:
     if not services.revocations.is_valid(claims):
         return JSONResponse({"active": False}, headers=NO_STORE)
     body = {"active": True, "token_type": "Bearer"}
-    for key in ("sub", "scope", "exp", "iat", "iss", "aud", "jti", "client_id", "roles", "org", "practitioner"):
+    # RFC 7662 fields, the platform's claims and SMART's launch context (patient).
+    keys = ("sub", "scope", "exp", "iat", "iss", "aud", "jti", "client_id", "roles", "org", "practitioner", "patient")
+    for key in keys:
         if claims.get(key) is not None:
             body[key] = claims[key]
     if not claims["sub"].startswith("client:"):
