@@ -72,3 +72,42 @@ def test_smart_authorization_code_login_in_chromium(browser, server, services, b
     ).json()["access_token"]
     assert httpx.get(f"{server.url}/fhir/Organization", headers=bearer(token)).status_code == 200
     page.close()
+
+
+def test_smart_patient_launch_in_chromium(browser, server, services, backend):
+    """A doctor's standalone launch: sign in, pick one of their own patients, and the token is
+    bound to it (patient in the token response, only that patient's records)."""
+    from tests.identity.test_smart_launch import World, _user
+
+    world = World(server, services)
+    doctor = _user(services, world.org, ["requesting-doctor"])
+    scopes = ["patient/*.rs", "launch/patient", "openid", "fhirUser"]
+    app = _client(services, grant_types=["authorization_code"], scopes=scopes, redirect_uris=[REDIRECT], public=True)[0]
+    verifier, challenge = _pkce()
+    page = browser.new_page(locale="zh-CN")
+    captured: list[str] = []
+    page.on("request", lambda r: captured.append(r.url) if r.url.startswith(REDIRECT) else None)
+    query = httpx.QueryParams(_authorize_params(server, app, challenge, scope="launch/patient patient/*.rs openid"))
+    page.goto(f"{server.url}/oauth/authorize?{query}")
+    page.fill("#username", doctor)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("input[name=patient]")
+    content = page.content()
+    assert "选择患者" in content and "乙二" in content and "丙三" not in content
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"oauth-patient-picker-{backend}.png"), full_page=True)
+    page.check(f"input[name=patient][value='{world.p2}']")
+    page.click("button[value=choose]")
+    page.wait_for_timeout(500)
+    assert captured, page.content()
+    code = parse_qs(urlsplit(captured[0]).query)["code"][0]
+    body = httpx.post(
+        f"{server.url}/oauth/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": app,
+              "code_verifier": verifier},
+    ).json()  # fmt: skip
+    assert body["patient"] == world.p2 and body["id_token"]
+    bundle = httpx.get(f"{server.url}/fhir/Observation", headers=bearer(body["access_token"])).json()
+    assert {e["resource"]["id"] for e in bundle.get("entry", [])} == {world.obs[world.p2]}
+    page.close()
