@@ -1,7 +1,7 @@
 """OAuth 2.0 for the FHIR API (SMART App Launch v2 style): authorize (code + PKCE S256), token
 (authorization_code, client_credentials, refresh_token with rotation), introspection (RFC 7662),
-revocation (RFC 7009), ``/.well-known/smart-configuration`` and the JWK Set that verifies our
-access tokens (``/.well-known/jwks.json``).
+revocation (RFC 7009); the discovery documents are in :mod:`telemed.identity.discovery`, the pages
+in :mod:`telemed.identity.authorize_page`, the patient launch in :mod:`telemed.identity.launch`.
 
 The access tokens are the platform's own (:func:`telemed.identity.tokens.issue_token`) plus an
 RFC 9068 ``client_id`` claim. Authlib supplies the PKCE pieces (verifier/challenge grammar and
@@ -37,7 +37,7 @@ from telemed.db.engine import unit_of_work
 from telemed.db.schema import oauth_code as t_code
 from telemed.fhir.store import audit
 from telemed.identity import authorize_page as pages
-from telemed.identity import launch, oidc, refresh, revocation, signin, throttle, tokens
+from telemed.identity import discovery, launch, oidc, refresh, revocation, signin, throttle, tokens
 from telemed.identity import login as login_service
 from telemed.identity.accounts import get_account
 from telemed.identity.authorize_page import NO_STORE
@@ -58,6 +58,7 @@ from telemed.kernel.errors import Category, TelemedError
 __all__ = ["router", "register_client", "OAuthError"]
 
 router = APIRouter(tags=["oauth"])
+router.include_router(discovery.router)
 
 CODE_TTL = timedelta(seconds=60)
 CSRF_COOKIE = "telemed_oauth_csrf"
@@ -117,16 +118,6 @@ def _audit(conn, services, user: str, interaction: str, outcome: str, request: R
     signin.audit_account(conn, services.clock, user, interaction, outcome, address, note)
 
 
-def _fhir_base(request: Request) -> str:
-    configured = _services(request).settings.base_url
-    return (configured or str(request.base_url).rstrip("/") + "/fhir").rstrip("/")
-
-
-def _root(request: Request) -> str:
-    base = _fhir_base(request)
-    return base[: -len("/fhir")] if base.endswith("/fhir") else str(request.base_url).rstrip("/")
-
-
 def _issue(services, client: Client, user: str, scopes: list[str], roles: list[str], **context) -> tuple[str, dict]:
     """Our access token with the RFC 9068 ``client_id`` claim added, so introspection and
     revocation know which client it was issued to (``issue_token`` keeps the claim shape)."""
@@ -154,9 +145,9 @@ def _token_response(services, token: str, claims: dict, extra: dict | None = Non
 
 def _id_token(services, request: Request, client: Client, acct, scopes: list[str], nonce: str | None) -> str | None:
     return oidc.id_token(
-        services.token_keys, acct, scopes, issuer=_root(request), client_id=client.client_id,
-        fhir_base=_fhir_base(request), now=services.clock.now(), ttl_seconds=services.settings.token_ttl_seconds,
-        nonce=nonce,
+        services.token_keys, acct, scopes, issuer=discovery.root(request), client_id=client.client_id,
+        fhir_base=discovery.fhir_base(request), now=services.clock.now(),
+        ttl_seconds=services.settings.token_ttl_seconds, nonce=nonce,
     )  # fmt: skip
 
 
@@ -362,8 +353,8 @@ def _authorization_request(conn, request: Request, params: dict[str, str]) -> _A
         params.get("code_challenge", "")
     ):
         raise OAuthError("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
-    if params.get("aud", "").rstrip("/") != _fhir_base(request):
-        raise OAuthError("invalid_request", f"aud must be this server's FHIR base URL {_fhir_base(request)}")
+    if params.get("aud", "").rstrip("/") != discovery.fhir_base(request):
+        raise OAuthError("invalid_request", f"aud must be this server's FHIR base URL {discovery.fhir_base(request)}")
     if len(params.get("state") or "") > 1024:
         raise OAuthError("invalid_request", "state is too long")
     if len(params.get("nonce") or "") > oidc.MAX_NONCE:
@@ -611,65 +602,3 @@ def _revoke_refresh(services, request: Request, client: Client, token: str) -> N
             _audit(conn, services, username, "token-revoke", "0", request, note)
     if username:
         services.revocations.forget_user(username)
-
-
-# --- discovery -------------------------------------------------------------------------------
-
-
-SCOPES_SUPPORTED = [
-    "openid", "fhirUser", "profile", "launch/patient", "patient/*.cruds", "patient/*.rs",
-    "user/*.cruds", "user/*.rs", "system/*.cruds", "system/*.rs", "offline_access", "online_access",
-]  # fmt: skip
-
-
-def _endpoints(root: str) -> dict:
-    """What the SMART configuration and the OpenID Provider metadata both say."""
-    return {
-        "authorization_endpoint": f"{root}/oauth/authorize",
-        "token_endpoint": f"{root}/oauth/token",
-        "introspection_endpoint": f"{root}/oauth/introspect",
-        "revocation_endpoint": f"{root}/oauth/revoke",
-        "jwks_uri": f"{root}/.well-known/jwks.json",
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
-        "code_challenge_methods_supported": ["S256"],
-    }
-
-
-def smart_configuration(request: Request) -> JSONResponse:
-    """SMART App Launch v2 §2.3 (``.well-known/smart-configuration``)."""
-    root = _root(request)
-    body = {
-        "issuer": root,
-        **_endpoints(root),
-        "response_types_supported": ["code"],
-        "scopes_supported": SCOPES_SUPPORTED,
-        # Standalone launch with a patient context; no EHR launch (no launch parameter) yet.
-        "capabilities": [
-            "launch-standalone", "context-standalone-patient", "client-public", "client-confidential-symmetric",
-            "sso-openid-connect", "permission-patient", "permission-user", "permission-v1", "permission-v2",
-            "permission-offline", "permission-online",
-        ],
-    }  # fmt: skip
-    return JSONResponse(body, headers={"Cache-Control": "max-age=3600"})
-
-
-def openid_configuration(request: Request) -> JSONResponse:
-    """OpenID Connect Discovery 1.0 §4: the provider metadata, at ``{issuer}/.well-known/openid-configuration``."""
-    root = _root(request)
-    body = oidc.configuration(_endpoints(root), root, SCOPES_SUPPORTED)
-    return JSONResponse(body, headers={"Cache-Control": "max-age=3600"})
-
-
-def jwks(request: Request) -> JSONResponse:
-    """The public keys that verify our access tokens (RFC 7517 JWK Set), retired ones included
-    until the last token they signed has expired."""
-    return JSONResponse(_services(request).token_keys.jwks(), headers={"Cache-Control": "max-age=300"})
-
-
-router.add_api_route("/.well-known/jwks.json", jwks, methods=["GET"], tags=["oauth"])
-
-# SMART serves it under the FHIR base URL; the root copy is for generic OAuth discovery clients.
-router.add_api_route("/.well-known/smart-configuration", smart_configuration, methods=["GET"], tags=["oauth"])
-router.add_api_route("/fhir/.well-known/smart-configuration", smart_configuration, methods=["GET"], tags=["oauth"])
-router.add_api_route("/.well-known/openid-configuration", openid_configuration, methods=["GET"], tags=["oauth"])
