@@ -58,9 +58,12 @@ def _in_index(res, rt: str, table, code: str, cond: ColumnElement, probe: bool =
 
 
 def is_selective(f: Filter) -> bool:
-    """Equality on a token, reference or uri (or a chain / _has / _id): usually few matches."""
+    """Equality on a token, reference or uri, a string prefix (an index range: migration 0013 on
+    PostgreSQL), a chain, ``_has`` or ``_id``: usually few matches, found from an index."""
     if f.code == "_id" or f.has is not None or f.chain:
         return True
+    if f.param is not None and f.param.type == "string":
+        return f.modifier in (None, "exact")
     return f.param is not None and f.param.type in ("token", "reference", "uri") and f.modifier in (None, "identifier")
 
 
