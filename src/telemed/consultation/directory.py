@@ -7,6 +7,7 @@ user, so this is loaded through the caller's repository like everything else.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from telemed.consultation.lookup import find
@@ -51,13 +52,15 @@ class Directory:
     tiers: dict[str, str] = field(default_factory=dict)  # id -> province/city/county/township
 
     @classmethod
-    def cached(cls, repo: Repository, ttl: float = 60.0) -> Directory:
+    def cached(cls, repo: Repository, ttl: float = 60.0, knowing: Iterable[str] = ()) -> Directory:
         """The directory, reloaded at most every ``ttl`` seconds per database: institutions and
-        staff change rarely, and every signed-in user may read them, so one copy serves all."""
+        staff change rarely, and every signed-in user may read them, so one copy serves all.
+        Reloaded at once when it does not know one of the practitioners ``knowing`` (an external
+        expert invited a minute ago)."""
         key = id(repo.conn.engine)
         hit = _CACHE.get(key)
         now = time.monotonic()
-        if hit is None or now - hit[0] > ttl:
+        if hit is None or now - hit[0] > ttl or any(p not in hit[1].people for p in knowing if p):
             hit = (now, cls.load(repo))
             _CACHE[key] = hit
         return hit[1]

@@ -189,7 +189,8 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
     with repository(request, user) as repo:
         loaded = service.load(repo, cid)
         audit.about_patient(request, loaded.patient)
-        directory = Directory.load(repo)  # fresh: an expert invited a minute ago is named here
+        c = loaded.consultation
+        directory = Directory.cached(repo, knowing=[c.requester, *(e.practitioner for e in c.experts)])
         patient = repo.read("Patient", loaded.patient).resource
         steps = service.timeline(repo, cid)
         for step in steps:  # user names as the people's names
@@ -205,7 +206,6 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
                        for d in model.details_of(loaded.request.resource).attachments]  # fmt: skip
         reports = report.report_documents(repo, cid)
         record = patient_record(repo, loaded.patient)
-        load = queries.expert_load(repo, [p.id for p in directory.experts()]) if user.has_role("triage-officer") else {}
         problems = []
         if loaded.consultation.state in (wf.DRAFT, wf.RETURNED):
             problems = service.missing_items(repo, model.details_of(loaded.request.resource),
@@ -214,9 +214,11 @@ def _detail_context(request: Request, user: PortalUser, cid: str) -> dict:
     actor = _actor(user)
     actions = [e for e in (*EVENTS, "draft-opinion", "amend", "acknowledge") if wf.may(c, e, actor)]
     slots: dict = {}
+    load: dict = {}
     if "assign" in actions or "schedule" in actions:
         with repository(request, user) as repo:
-            if "assign" in actions:  # the list of experts shows each one's next free time
+            if "assign" in actions:  # the list of experts shows each one's load and next free time
+                load = queries.expert_load(repo, [p.id for p in directory.experts()])
                 slots = availability.first_free_slots(repo, [p.id for p in directory.experts()], now)
             if "schedule" in actions:  # the time picker offers the assigned experts' next slots
                 slots.update(availability.free_slots(repo, [e.practitioner for e in c.active_experts], now))
