@@ -407,3 +407,35 @@ def test_an_mdt_goes_through_janus_and_each_of_three_receives_the_other_two(
         settings.janus_url = saved
         for page in pages:
             page.context.close()
+
+
+def test_in_a_janus_room_a_page_without_camera_still_sees_the_others(browser, services, server, backend, janus_url):
+    if backend != "sqlite":
+        pytest.skip("tested once (SQLite)")
+    from telemed.consultation import workflow as wf
+
+    settings = services.settings
+    saved = settings.janus_url
+    settings.janus_url = janus_url
+    pages = []
+    # Without the fake UI flag, headless Chromium denies the permission prompt: no camera, no microphone.
+    denied = browser.browser_type.launch(executable_path=CHROMIUM, args=[*ARGS, "--use-fake-device-for-media-stream"])
+    try:
+        call = scheduled(services, kind=wf.MDT)
+        users = (call.net.requester, call.net.experts[0], call.net.experts[1])
+        for user in users:
+            set_password(services, user)
+        pages = [_open_call(browser, server, user, call.cid) for user in users[:2]]
+        watcher = _open_call(denied, server, users[2], call.cid, lang="en")
+        watcher.wait_for_selector("#media-error:not([hidden])", timeout=10000)
+        watcher.wait_for_function(f"() => ({REMOTE_VIDEOS_JS})().filter(v => v.w > 0).length === 2", timeout=60000)
+        state = watcher.evaluate("() => { const s = window.telemedCall.state; return {mode: s.mode, feeds: s.feeds.size,"
+                                 " publishing: !!s.sfuPub}; }")  # fmt: skip
+        assert state == {"mode": "sfu", "feeds": 2, "publishing": False}  # receives both, sends nothing
+        for page in pages:  # the two with cameras still see each other (and no empty feed of the third)
+            _wait_decoding(page, peers=1, timeout=60)
+    finally:
+        settings.janus_url = saved
+        for page in pages:
+            page.context.close()
+        denied.close()

@@ -125,3 +125,41 @@ def test_three_participants_each_receive_the_other_two_through_janus(janus_url):
     ids = out.pop("ids")
     for name, feeds in out.items():
         assert feeds == {i for n, i in ids.items() if n != name}, name
+
+
+async def _watcher(url: str) -> list[dict]:
+    from telemed.video.sfu import SfuParticipant
+
+    backend = JanusBackend(url, key="k" * 32)
+    room = await asyncio.to_thread(backend.ensure_room, SPEC)
+    speaker = await _participant(url, room, "expert-1")
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def deliver(msg: dict) -> None:
+        await got.put(msg)
+
+    async def next_of(kind: str) -> dict:
+        while True:
+            msg = await asyncio.wait_for(got.get(), 20)
+            assert msg["type"] != "error", msg
+            if msg["type"] == kind:
+                return msg
+
+    watcher = SfuParticipant(url, room, PIN, "no-camera-page", deliver)
+    try:
+        await watcher.watch()  # the page has no camera nor microphone: it sends no offer
+        listed = await next_of("sfu-publishers")
+        await watcher.subscribe(speaker["id"])
+        offer = await next_of("sfu-offer")
+        return [listed, offer]
+    finally:
+        await watcher.close()
+        await speaker["pc"].close()
+        await asyncio.to_thread(speaker["janus"].close)
+
+
+def test_a_page_without_camera_or_microphone_receives_the_others(janus_url):
+    listed, offer = asyncio.run(_watcher(janus_url))
+    feed = listed["feeds"][0]["feed"]
+    assert [f["peer"] for f in listed["feeds"]] == ["expert-1"]
+    assert offer["feed"] == feed and offer["sdp"].startswith("v=0")

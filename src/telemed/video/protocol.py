@@ -10,6 +10,7 @@ Client to server (``type`` and its fields)::
     leave
     sfu-publish  sdp (the page's offer to the SFU)      sfu-subscribe  feed (an SFU feed id)
     sfu-start    feed, sdp (the page's answer to that feed's offer)
+    sfu-watch    (join the SFU room to receive only: a page with no camera or microphone)
     record       action: request | consent | decline | stop (recording only with everyone's consent)
 
 Server to client: ``joined`` (peer, peers, iceServers), ``peer-joined``, ``peer-left``,
@@ -32,9 +33,9 @@ MAX_MESSAGE_BYTES = 64 * 1024  # an SDP with simulcast and many codecs stays wel
 MAX_CHAT = 2000
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 TYPES = frozenset({"join", "leave", "offer", "answer", "candidate", "chat", "ping", "state", "sfu-publish",
-                   "sfu-subscribe", "sfu-start", "record"})  # fmt: skip
+                   "sfu-subscribe", "sfu-start", "sfu-watch", "record"})  # fmt: skip
 RECORD_ACTIONS = frozenset({"request", "consent", "decline", "stop"})
-SFU_TYPES = frozenset({"sfu-publish", "sfu-subscribe", "sfu-start"})
+SFU_TYPES = frozenset({"sfu-publish", "sfu-subscribe", "sfu-start", "sfu-watch"})
 
 
 class ProtocolError(Exception):
@@ -84,11 +85,11 @@ def parse(text: str | bytes) -> dict:
             out["sdp"] = sdp
             out["restart"] = msg.get("restart") is True
     elif kind in SFU_TYPES:
-        if kind != "sfu-publish":
+        if kind in ("sfu-subscribe", "sfu-start"):
             feed = msg.get("feed")
             _need(isinstance(feed, int) and not isinstance(feed, bool) and 0 < feed < 2**53, f"{kind} needs a feed")
             out["feed"] = feed
-        if kind != "sfu-subscribe":
+        if kind in ("sfu-publish", "sfu-start"):
             sdp = msg.get("sdp")
             _need(isinstance(sdp, str) and sdp.startswith("v=0"), f"{kind} needs an SDP")
             out["sdp"] = sdp

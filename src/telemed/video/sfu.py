@@ -84,6 +84,17 @@ class SfuParticipant:
                 body = {"request": "configure", "bitrate": self.bitrate}
             await self._message(self.publisher, body, jsep)
 
+    async def watch(self) -> None:
+        """Join the room as a publisher that sends nothing (yet): Janus then lists the room's feeds
+        to subscribe to, so a page without camera or microphone still sees and hears the others.
+        A later ``publish`` on the same handle starts sending."""
+        async with self._lock:
+            await self._open()
+            if self.publisher is None:
+                self.publisher = await self._attach()
+                await self._message(self.publisher, {"request": "join", "ptype": "publisher", "room": self.room,
+                                                     "pin": self.pin, "display": self.peer})  # fmt: skip
+
     async def subscribe(self, feed: int) -> None:
         """Receive ``feed`` (of this room only: the request names our room and its pin)."""
         async with self._lock:

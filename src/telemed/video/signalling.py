@@ -312,6 +312,8 @@ class Switchboard:
                 await me.sfu.publish(msg["sdp"])
             elif msg["type"] == "sfu-subscribe":
                 await me.sfu.subscribe(msg["feed"])
+            elif msg["type"] == "sfu-watch":
+                await me.sfu.watch()
             else:
                 await me.sfu.start(msg["feed"], msg["sdp"])
         except Exception as exc:  # noqa: BLE001 - the media server's trouble must not end the socket

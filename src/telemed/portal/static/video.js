@@ -105,6 +105,11 @@
     var old = track(kind);
     if (old) { state.localStream.removeTrack(old); old.stop(); }
     if (newTrack) state.localStream.addTrack(newTrack);
+    if (state.mode === "sfu" && !state.sfuPub && newTrack) { // was watching only: start publishing
+      await publish();
+      $("local-video").srcObject = state.localStream;
+      return;
+    }
     sendingPcs().forEach(function (pc) {
       var sender = pc.getSenders().find(function (s) { return s.track ? s.track.kind === kind : s._kind === kind; });
       if (sender) sender.replaceTrack(kind === "video" && state.screenTrack ? state.screenTrack : newTrack);
@@ -200,6 +205,11 @@
   }
 
   async function publish() {
+    if (!state.screenTrack && !(state.localStream && state.localStream.getTracks().length)) {
+      // Nothing to send (no camera or microphone): join to receive only; a device found later publishes.
+      send({ type: "sfu-watch" });
+      return;
+    }
     var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.policy });
     state.sfuPub = pc;
     ["audio", "video"].forEach(function (kind) { // a sender for each kind, so video can come back later
