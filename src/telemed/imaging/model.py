@@ -291,18 +291,29 @@ def _vr_of(tag: int, vr: str | None, signed: bool) -> str:
     return vr
 
 
+_KEYS: dict[int, str] = {}  # tag -> its DICOM JSON key ("0020000D"), formatted once
+
+
 def dataset_json(ds: Dataset, base: str, encoding: str | None) -> dict:
     out: dict = {}
     little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
-    signed = ds.get("PixelRepresentation") == 1
+    signed = _raw_value(ds, "PixelRepresentation") == 1  # (read raw: ds.get would convert it)
+    keys = _KEYS
     for tag, elem in ds._dict.items():
-        if tag.group == 0x0002 or tag.element == 0x0000:
+        t = int(tag)
+        if t >> 16 == 0x0002 or not t & 0xFFFF:
             continue  # file meta and group lengths (PS3.18 §F.2.1: not in the JSON model)
-        key = f"{int(tag):08X}"
+        key = keys.get(t)
+        if key is None:
+            key = f"{t:08X}"
+            if len(keys) < 100_000:  # (private tags vary: bounded)
+                keys[t] = key
         if not isinstance(elem, RawDataElement) or encoding is None:
             out[key] = ds[tag].to_json_dict(lambda e: f"{base}/bulkdata/{int(e.tag):08X}", BULK_THRESHOLD)
             continue
-        vr = _vr_of(int(tag), elem.VR, signed)
+        vr = elem.VR
+        if vr is None or vr == "UN" or " or " in vr:
+            vr = _vr_of(t, vr, signed)
         value = elem.value
         if vr == "SQ":
             out[key] = {"vr": "SQ", "Value": [dataset_json(item, base, encoding) for item in ds[tag].value]}
