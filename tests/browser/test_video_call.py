@@ -4,6 +4,7 @@ reload; with coturn and ``iceTransportPolicy: "relay"`` the media goes through T
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -365,6 +366,11 @@ def janus_url(tmp_path_factory):
         yield url
 
 
+# The ICE username fragments in use: the publisher's own, and Janus's for each feed (sorted by feed).
+UFRAGS_JS = """() => { const s = window.telemedCall.state, ufrag = d => ((d && d.sdp.match(/a=ice-ufrag:(\\S+)/)) || [])[1];
+  return {pub: ufrag(s.sfuPub.localDescription),
+          feeds: Array.from(s.pcs.values()).sort((a, b) => a.feed - b.feed)
+                   .map(p => ({ufrag: ufrag(p.pc.remoteDescription), state: p.pc.connectionState}))}; }"""
 REMOTE_VIDEOS_JS = """() => Array.from(document.querySelectorAll('#video-grid figure.tile:not(.tile-local) video'))
   .map(v => ({w: v.videoWidth, h: v.videoHeight}))"""
 
@@ -399,6 +405,17 @@ def test_an_mdt_goes_through_janus_and_each_of_three_receives_the_other_two(
         assert janus_url.split("//")[1].split("/")[0] not in html
         if SHOTS.exists():
             pages[0].screenshot(path=str(SHOTS / "video-mdt-janus.png"), full_page=True)
+        # A new network path (as after a network change): the publisher and both feeds renegotiate
+        # with new ICE credentials, on the same connections, and the video goes on.
+        before = pages[0].evaluate(UFRAGS_JS)
+        pages[0].evaluate("() => window.telemedCall.restartSfu()")
+        pages[0].wait_for_function(
+            f"""() => {{ const now = ({UFRAGS_JS})(), was = {json.dumps(before)};
+              return now.pub !== was.pub && now.feeds.length === 2
+                && now.feeds.every((f, i) => f.ufrag !== was.feeds[i].ufrag && f.state === "connected"); }}""",
+            timeout=30000,
+        )
+        _wait_decoding(pages[0], peers=2, timeout=30)
         # One leaves: the other two drop its feed.
         pages[2].click("#btn-leave")
         for page in pages[:2]:

@@ -11,6 +11,7 @@ Client to server (``type`` and its fields)::
     sfu-publish  sdp (the page's offer to the SFU)      sfu-subscribe  feed (an SFU feed id)
     sfu-start    feed, sdp (the page's answer to that feed's offer)
     sfu-watch    (join the SFU room to receive only: a page with no camera or microphone)
+    sfu-restart  feed (ask Janus to offer that feed again with new ICE credentials)
     record       action: request | consent | decline | stop (recording only with everyone's consent)
 
 Server to client: ``joined`` (peer, peers, iceServers), ``peer-joined``, ``peer-left``,
@@ -33,9 +34,9 @@ MAX_MESSAGE_BYTES = 64 * 1024  # an SDP with simulcast and many codecs stays wel
 MAX_CHAT = 2000
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 TYPES = frozenset({"join", "leave", "offer", "answer", "candidate", "chat", "ping", "state", "sfu-publish",
-                   "sfu-subscribe", "sfu-start", "sfu-watch", "record"})  # fmt: skip
+                   "sfu-subscribe", "sfu-start", "sfu-watch", "sfu-restart", "record"})  # fmt: skip
 RECORD_ACTIONS = frozenset({"request", "consent", "decline", "stop"})
-SFU_TYPES = frozenset({"sfu-publish", "sfu-subscribe", "sfu-start", "sfu-watch"})
+SFU_TYPES = frozenset({"sfu-publish", "sfu-subscribe", "sfu-start", "sfu-watch", "sfu-restart"})
 
 
 class ProtocolError(Exception):
@@ -85,7 +86,7 @@ def parse(text: str | bytes) -> dict:
             out["sdp"] = sdp
             out["restart"] = msg.get("restart") is True
     elif kind in SFU_TYPES:
-        if kind in ("sfu-subscribe", "sfu-start"):
+        if kind in ("sfu-subscribe", "sfu-start", "sfu-restart"):
             feed = msg.get("feed")
             _need(isinstance(feed, int) and not isinstance(feed, bool) and 0 < feed < 2**53, f"{kind} needs a feed")
             out["feed"] = feed

@@ -113,6 +113,14 @@ class SfuParticipant:
             raise JanusError("not subscribed to this feed")
         await self._message(handle, {"request": "start"}, {"type": "answer", "sdp": sdp})
 
+    async def restart(self, feed: int) -> None:
+        """Ask Janus to offer ``feed`` again with new ICE credentials (the page's network changed);
+        its offer comes as ``sfu-offer`` and the page's answer as ``start``."""
+        handle = next((h for h, f in self.subscriptions.items() if f == feed), None)
+        if handle is None:
+            raise JanusError("not subscribed to this feed")
+        await self._message(handle, {"request": "configure", "restart": True})
+
     async def close(self) -> None:
         self.closed = True
         if self._poller is not None:

@@ -314,6 +314,8 @@ class Switchboard:
                 await me.sfu.subscribe(msg["feed"])
             elif msg["type"] == "sfu-watch":
                 await me.sfu.watch()
+            elif msg["type"] == "sfu-restart":
+                await me.sfu.restart(msg["feed"])
             else:
                 await me.sfu.start(msg["feed"], msg["sdp"])
         except Exception as exc:  # noqa: BLE001 - the media server's trouble must not end the socket

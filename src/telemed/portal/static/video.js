@@ -39,6 +39,7 @@
     state: state,
     dropSocket: function () { if (state.ws) state.ws.close(); },
     peers: function () { return Array.from(state.pcs.keys()); },
+    restartSfu: function () { return restartSfu(); },
   };
 
   function setStatus(text) { $("call-status").textContent = text; }
@@ -220,7 +221,20 @@
       tr.sender._kind = kind;
     });
     pc.onconnectionstatechange = refreshStatus;
+    pc.oniceconnectionstatechange = function () { if (pc.iceConnectionState === "failed") restartSfu(); };
     await pc.setLocalDescription();
+    await gathered(pc);
+    send({ type: "sfu-publish", sdp: pc.localDescription.sdp });
+  }
+
+  // A new network path to Janus (after a network change or a dropped socket): the publisher offers
+  // again with new ICE credentials, and Janus is asked to offer each feed again the same way.
+  async function restartSfu() {
+    state.restarts += 1;
+    state.pcs.forEach(function (p) { if (p.feed) send({ type: "sfu-restart", feed: p.feed }); });
+    var pc = state.sfuPub;
+    if (!pc || pc.signalingState === "closed") return;
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
     await gathered(pc);
     send({ type: "sfu-publish", sdp: pc.localDescription.sdp });
   }
@@ -228,6 +242,13 @@
   async function onFeedOffer(feed, sdp) {
     var peer = state.feeds.get(feed) || ("feed-" + feed);
     var old = state.pcs.get(peer);
+    if (old && old.feed === feed && old.pc.signalingState === "stable") { // Janus renegotiates (an ICE restart)
+      await old.pc.setRemoteDescription({ type: "offer", sdp: sdp });
+      await old.pc.setLocalDescription();
+      await gathered(old.pc);
+      send({ type: "sfu-start", feed: feed, sdp: old.pc.localDescription.sdp });
+      return;
+    }
     if (old) old.pc.close();
     var pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.policy });
     var p = { pc: pc, name: state.names.get(peer) || "", feed: feed, polite: true, makingOffer: false, ignoreOffer: false, stream: new MediaStream() };
@@ -238,6 +259,9 @@
       ev.track.onended = function () { p.stream.removeTrack(ev.track); };
     };
     pc.onconnectionstatechange = refreshStatus;
+    pc.oniceconnectionstatechange = function () {
+      if (pc.iceConnectionState === "failed") send({ type: "sfu-restart", feed: feed });
+    };
     await pc.setRemoteDescription({ type: "offer", sdp: sdp });
     await pc.setLocalDescription();
     await gathered(pc);
@@ -342,6 +366,7 @@
         if (state.mode === "sfu") {
           m.peers.forEach(function (x) { state.names.set(x.peer, x.name); });
           if (!m.resumed || !state.sfuPub) { resetSfu(); publish().catch(function (e) { console.warn(e); }); }
+          else restartSfu().catch(function (e) { console.warn(e); }); // back after a dropped socket: new ICE path
           announce();
           refreshStatus();
           break;
