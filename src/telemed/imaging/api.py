@@ -249,6 +249,9 @@ def router(
             except TelemedError as exc:
                 if exc.category is not Category.NOT_FOUND:  # no pixel data (a report, a plan): the next series
                     raise
+            except (NotImplementedError, RuntimeError, ValueError) as exc:
+                # pixel data no codec here decodes (12-bit JPEG Extended for Pillow): the next series
+                log.info("no thumbnail from %s: %s", middle.sop_instance_uid, exc)
         raise TelemedError(Category.NOT_FOUND, "No image to make a thumbnail of")
 
     @api.get("/studies/{study}/thumbnail")
