@@ -107,6 +107,21 @@ def test_system_export_with_type_and_since(client):
     assert data["Observation"][oid]["subject"]["reference"] == f"Patient/{pid}"
 
 
+def test_exported_patients_have_their_id_numbers_phones_and_addresses_masked(client):
+    since = _now()
+    pid = _create(client, {
+        "resourceType": "Patient", "name": [{"text": "张伟"}],
+        "identifier": [{"system": "urn:oid:2.16.156.10011.1.1", "value": "110101195803021234"}],
+        "telecom": [{"system": "phone", "value": "13912345678"}],
+        "address": [{"text": "岚江省青山县人民路88号", "line": ["人民路88号"], "postalCode": "123456"}],
+    })  # fmt: skip
+    patient = _download(client, _wait(client, _kick(client, _type="Patient", _since=since)))["Patient"][pid]
+    text = json.dumps(patient, ensure_ascii=False)
+    for secret in ("110101195803021234", "13912345678", "人民路88号", "123456"):
+        assert secret not in text
+    assert patient["identifier"][0]["value"] == "1101**********1234" and patient["name"][0]["text"] == "张伟"
+
+
 def test_post_kick_off_with_parameters(client):
     since = _now()
     oid = _observation(client, _patient(client))

@@ -25,7 +25,7 @@ from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
 from telemed.fhir.definitions import load
 from telemed.fhir.rest.request import FhirRequest, FhirResponse
-from telemed.fhir.store import access
+from telemed.fhir.store import access, protect
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.store.repository import Repository
 from telemed.kernel.blobs import BlobStore
@@ -243,7 +243,9 @@ def run_export(ctx: JobContext, blobs: BlobStore, repository_factory) -> dict:
                 for row in rows:
                     resource = _as_of(repo, row, tx, since)
                     if resource is not None:
-                        out.add(rtype, resource)
+                        # ID numbers, phones and addresses go out masked: a reveal is one
+                        # resource read by a role that needs it (audited), never a bulk file.
+                        out.add(rtype, protect.mask(resource))
                         count += 1
             ctx.progress(done / len(p["types"]), f"{rtype}: {count} resources")  # raises Cancelled
             if len(rows) < BATCH:
