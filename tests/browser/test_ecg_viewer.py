@@ -108,3 +108,40 @@ def test_pool_push_claim_and_viewer_scale(browser, server, services, backend):
     assert s["pxPerMm"] == pytest.approx(PX_PER_MM, rel=0.005)
     assert s["calPx"] == pytest.approx(20 * PX_PER_MM, rel=0.03)
     assert s["widthMm"] == pytest.approx(12 + 4 * 2.5 * 50 + 2)
+
+
+def test_a_30_minute_holter_strip_scrolls_at_paper_scale(browser, server, services, backend):
+    if backend != "sqlite":
+        pytest.skip("the browser flow runs once, on SQLite (the store is tested on both backends)")
+    from tests.ecg.long_recording import store_long_ecg
+
+    net = network.build(services)
+    ecg, _ = store_long_ecg(services, net, minutes=30)
+    with unit_of_work(services.engine) as conn:
+        conn.execute(update(account).where(account.c.username == net.readers[0])
+                     .values(password_hash=hash_password(PASSWORD)))  # fmt: skip
+    page = _login(browser, server, net.readers[0])
+    page.goto(f"{server.url}/portal/ecg/{ecg}")
+    page.wait_for_selector("#ecg-viewer[data-ready='1'][data-complete='1']", timeout=30000)
+    info = page.evaluate("""() => { const v = window.TelemedEcgViewer, s = v.scroller;
+        return {long: v.isLong(), leads: v.longLeads, width: s.scrollWidth, view: s.clientWidth}; }""")
+    px_per_s = 25 * PX_PER_MM
+    assert info["long"] and len(info["leads"]) == 3
+    assert abs(info["width"] - (12 + 1800 * 25) * PX_PER_MM) < 2  # the whole half hour at 25 mm/s
+    draws = []
+    for minute in (1, 7, 20, 29.5):  # jump, then pan a screen at a time as a reader does
+        page.evaluate(f"() => {{ window.TelemedEcgViewer.scroller.scrollLeft = {minute * 60 * px_per_s}; }}")
+        page.wait_for_function(f"() => Math.abs(Number(document.getElementById('ecg-viewer').dataset.t0) - "
+                               f"{minute * 60 - 12 / 25}) < 0.5 && document.getElementById('ecg-viewer')"
+                               ".dataset.complete === '1'", timeout=15000)  # fmt: skip
+        for _ in range(5):
+            page.evaluate(f"() => {{ window.TelemedEcgViewer.scroller.scrollLeft += {info['view'] // 2}; }}")
+            page.wait_for_function("() => !window.TelemedEcgViewer.pending")
+            draws.append(page.evaluate("() => window.TelemedEcgViewer.lastDrawMs"))
+        points = page.evaluate("() => document.querySelector('#ecg-viewer polyline').getAttribute('points')"
+                               ".split(' ').length")  # fmt: skip
+        assert points > 250 * info["view"] / px_per_s * 0.9  # the seconds in view, every sample
+    print(f"Holter strip redraws: median {sorted(draws)[len(draws) // 2]} ms, max {max(draws)} ms")
+    if SHOTS.exists():
+        page.screenshot(path=str(SHOTS / "ecg-holter.png"), full_page=False)
+    page.context.close()

@@ -146,3 +146,25 @@ def test_report_critical_alert_acknowledgement_and_pdf(services, server):
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert doctor.post(f"/portal/ecg/{ecg}/acknowledge", data={"csrf_token": token}).status_code == 303
     assert 'id="critical-alert"' not in doctor.get(f"/portal/ecg/{ecg}").text
+
+
+def test_a_long_recording_goes_to_the_viewer_one_window_at_a_time(services, server):
+    from tests.ecg.long_recording import store_long_ecg
+
+    net = network.build(services)
+    ecg, syn = store_long_ecg(services, net, minutes=2)
+    reader, _ = session(services, server, net.readers[0])
+    whole = reader.get(f"/portal/ecg/{ecg}/waveform.json").json()  # no window asked: the first 10 s
+    assert whole["duration"] == 120 and whole["start"] == 0 and whole["rate"] == 250
+    assert len(whole["leads"]) == 12 and len(whole["leads"]["II"]) == 2500
+    win = reader.get(f"/portal/ecg/{ecg}/waveform.json", params={"start": 95, "seconds": 10}).json()
+    assert win["start"] == 95 and len(win["leads"]["II"]) == 2500
+    lead_ii = syn.recording.lead("II").millivolts()
+    assert max(abs(a - b) for a, b in zip(win["leads"]["II"], lead_ii[95 * 250 : 105 * 250], strict=True)) < 1e-3
+    tail = reader.get(f"/portal/ecg/{ecg}/waveform.json", params={"start": 115, "seconds": 10}).json()
+    assert len(tail["leads"]["V6"]) == 5 * 250  # the window ends with the recording
+    for bad in ({"start": -1}, {"start": 121}, {"start": 0, "seconds": 61}, {"start": 0, "seconds": 0}):
+        r = reader.get(f"/portal/ecg/{ecg}/waveform.json", params=bad)
+        assert r.status_code == 400, (bad, r.status_code)
+    outsider = browser_client(server.url)
+    assert outsider.get(f"/portal/ecg/{ecg}/waveform.json").status_code in (302, 303, 401)

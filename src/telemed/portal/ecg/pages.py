@@ -19,7 +19,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from telemed.db.engine import unit_of_work
-from telemed.ecg import UnreadableRecording, model, report, service, stats
+from telemed.ecg import UnreadableRecording, model, report, service, stats, waveform
 from telemed.ecg import workflow as wf
 from telemed.fhir.store.context import AccessContext
 from telemed.kernel.errors import Category, TelemedError
@@ -319,25 +319,27 @@ def view(request: Request, ecg: str, user: CurrentUser) -> HTMLResponse:
 
 
 @router.get("/{ecg}/waveform.json")
-def waveform(request: Request, ecg: str, user: CurrentUser) -> JSONResponse:
-    """The leads in mV (4 decimals: 0.1 µV) for the viewer, with the detected beats."""
+def waveform_json(request: Request, ecg: str, user: CurrentUser, start: float | None = None,
+                  seconds: float | None = None) -> JSONResponse:  # fmt: skip
+    """The leads in mV (4 decimals: 0.1 µV) for the viewer, with the detected beats: a resting ECG
+    whole, a long recording one window (``start``, ``seconds``) at a time."""
     with _repo(request, user) as repo:
-        panel = repo.read("Observation", ecg).resource
-        leads, rate = {}, None
-        for member in panel.get("hasMember", []):
-            obs = repo.read("Observation", model.ref_id(member, "Observation")).resource
-            sd = obs["valueSampledData"]
-            rate = 1000.0 / float(sd["period"])
-            scale = {"uV": 0.001, "mV": 1.0, "V": 1000.0}.get(sd["origin"].get("code", "uV"), 0.001)
-            origin, factor = float(sd["origin"]["value"]), float(sd.get("factor", 1))
-            name = obs["code"].get("text", "").removeprefix("Lead ")
-            leads[name] = [round((origin + factor * int(v)) * scale, 4) for v in sd["data"].split()]
+        panel = repo.read("Observation", ecg)  # the access check, each time
+
+        def load() -> waveform.Leads:
+            members = [model.ref_id(m, "Observation") for m in panel.resource.get("hasMember", [])]
+            return waveform.from_observations([repo.read("Observation", m).resource for m in members])
+
+        leads = _LEADS.get(f"{id(_services(request).engine)}:{ecg}:{panel.version_id}", load)
         rhythm = _rhythm(repo, ecg)
     beats = json.loads(
         next((e["valueString"] for e in rhythm.get("extension", []) if e["url"] == model.BEATS_URL), "[]")
     )
-    return JSONResponse({"rate": rate, "leads": leads, "beats": beats},
-                        headers={"Cache-Control": "private, max-age=300"})  # fmt: skip
+    body = waveform.window(leads, start, seconds, beats)
+    return JSONResponse(body, headers={"Cache-Control": "private, max-age=300"})
+
+
+_LEADS = waveform.LeadsCache()
 
 
 def _step(request: Request, user, ecg: str, fn) -> RedirectResponse:

@@ -4,6 +4,10 @@
  * tracing is 1 CSS mm (96/25.4 CSS px), whatever the zoom of the page. 25 mm/s and 10 mm/mV by
  * default; 50 mm/s and 5/20 mm/mV selectable. Layouts: 3x4 + rhythm strip (II), 6x2, one lead.
  * Calipers: click two points; the readout gives the interval (ms) and the rate it implies.
+ *
+ * A long recording (a Holter strip: the server sends it in windows) is drawn as scrolling rhythm
+ * strips of three leads: the page scrolls over the whole recording at paper scale, and only the
+ * seconds in view are drawn, from 10 s chunks fetched as they come into view (and the next ones).
  */
 (function () {
   "use strict";
@@ -28,6 +32,114 @@
     this.lead = "II";
     this.calipers = [];
   }
+
+  var CHUNK = 10; // seconds per window asked of the server for a long recording
+
+  Viewer.prototype.isLong = function () {
+    return !!this.data.duration && this.data.duration > this.seconds() + 0.5;
+  };
+
+  Viewer.prototype.stripLeads = function () {
+    var have = Object.keys(this.data.leads);
+    var wanted = [this.lead, "II", "V1", "V5", "I"].concat(have);
+    return wanted.filter(function (n, i) { return have.indexOf(n) >= 0 && wanted.indexOf(n) === i; }).slice(0, 3);
+  };
+
+  Viewer.prototype.chunk = function (i) {
+    var self = this;
+    if (!this.chunks) this.chunks = new Map([[0, this.data]]);
+    if (this.chunks.has(i)) return this.chunks.get(i);
+    this.chunks.set(i, null); // asked for
+    var url = this.host.dataset.waveform + "?start=" + i * CHUNK + "&seconds=" + CHUNK;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.json(); })
+      .then(function (data) { self.chunks.set(i, data); self.scheduleDraw(); })
+      .catch(function () { self.chunks.delete(i); });
+    return null;
+  };
+
+  Viewer.prototype.renderLong = function () {
+    var self = this, rowH = 3 * this.gain, names = this.stripLeads();
+    var height = names.length * rowH + 4;
+    this.host.innerHTML = "";
+    var scroller = document.createElement("div");
+    scroller.className = "ecg-long";
+    scroller.style.overflowX = "auto";
+    var spacer = document.createElement("div");
+    spacer.style.width = (LEFT + this.data.duration * this.speed) + "mm";
+    spacer.style.height = height + "mm";
+    scroller.appendChild(spacer);
+    this.host.appendChild(scroller);
+    var viewMm = Math.max(100, scroller.clientWidth * 25.4 / 96);
+    var svg = el("svg", {
+      width: viewMm + "mm", height: height + "mm", viewBox: "0 0 " + viewMm + " " + height,
+      class: "ecg-svg", "data-speed": this.speed, "data-gain": this.gain, "data-width-mm": viewMm, role: "img",
+    }, spacer);
+    svg.style.position = "sticky";
+    svg.style.left = "0";
+    var defs = el("defs", {}, svg);
+    var small = el("pattern", { id: "ecg-small", width: 1, height: 1, patternUnits: "userSpaceOnUse" }, defs);
+    el("path", { d: "M1 0L0 0 0 1", class: "ecg-grid-small" }, small);
+    var big = el("pattern", { id: "ecg-big", width: 5, height: 5, patternUnits: "userSpaceOnUse" }, defs);
+    el("rect", { width: 5, height: 5, fill: "url(#ecg-small)" }, big);
+    el("path", { d: "M5 0L0 0 0 5", class: "ecg-grid-big" }, big);
+    this.paper = el("rect", { x: 0, y: 0, width: viewMm, height: height, fill: "url(#ecg-big)", class: "ecg-paper" }, svg);
+    this.traces = el("g", {}, svg);
+    this.clock = el("text", { x: viewMm - 2, y: 4, class: "ecg-label", "text-anchor": "end" }, svg);
+    this.svg = svg;
+    this.scroller = scroller;
+    this.viewMm = viewMm;
+    this.longLeads = names;
+    this.calLayer = el("g", { class: "ecg-calipers" }, svg);
+    svg.addEventListener("click", function (event) { self.click(event); });
+    scroller.addEventListener("scroll", function () {
+      if (self.calipers.length) { self.calipers = []; self.drawCalipers(); } // they marked the paper in view
+      self.scheduleDraw();
+    }, { passive: true });
+    this.drawLong();
+  };
+
+  Viewer.prototype.scheduleDraw = function () {
+    var self = this;
+    if (this.pending || !this.scroller) return;
+    this.pending = true;
+    requestAnimationFrame(function () { self.pending = false; self.drawLong(); });
+  };
+
+  // The seconds in view: the grid scrolls with the paper, the traces are drawn from the chunks.
+  Viewer.prototype.drawLong = function () {
+    var t0 = Date.now();
+    var mmPerPx = 25.4 / 96, speed = this.speed, rate = this.data.rate, rowH = 3 * this.gain, gain = this.gain;
+    var offsetMm = this.scroller.scrollLeft * mmPerPx;
+    var from = Math.max(0, (offsetMm - LEFT) / speed), span = this.viewMm / speed;
+    var to = Math.min(this.data.duration, from + span);
+    this.paper.setAttribute("x", -(offsetMm % 5));
+    this.paper.setAttribute("width", this.viewMm + 5);
+    var first = Math.floor(from / CHUNK), last = Math.floor(to / CHUNK);
+    var i, self = this, missing = false;
+    for (i = first; i <= last + 1; i++) if (i * CHUNK < this.data.duration && !this.chunk(i) && i <= last) missing = true;
+    this.traces.innerHTML = "";
+    this.longLeads.forEach(function (name, row) {
+      var y0 = row * rowH + rowH * 0.6 + 2, pts = [];
+      for (var c = first; c <= last; c++) {
+        var data = self.chunks.get(c);
+        if (!data || !data.leads[name]) continue;
+        var values = data.leads[name], base = Math.round(data.start * rate);
+        var a = Math.max(0, Math.floor(from * rate) - base), b = Math.min(values.length, Math.ceil(to * rate) - base + 1);
+        for (var k = a; k < b; k++) {
+          pts.push((LEFT + ((base + k) / rate) * speed - offsetMm).toFixed(2) + "," + (y0 - values[k] * gain).toFixed(2));
+        }
+      }
+      if (pts.length) el("polyline", { points: pts.join(" "), class: "ecg-trace", "data-lead": name }, self.traces);
+      var label = el("text", { x: 1, y: y0 - 0.6 * gain - 2, class: "ecg-label" }, self.traces);
+      label.textContent = name;
+    });
+    var secs = Math.floor(from), mm = Math.floor(secs / 60), ss = secs % 60;
+    this.clock.textContent = mm + ":" + (ss < 10 ? "0" : "") + ss + " / " + Math.round(this.data.duration / 60) + " min";
+    this.host.dataset.t0 = from.toFixed(2);
+    this.host.dataset.complete = missing ? "0" : "1";
+    this.lastDrawMs = Date.now() - t0;
+  };
 
   Viewer.prototype.seconds = function () {
     var any = this.data.leads[Object.keys(this.data.leads)[0]];
@@ -56,6 +168,8 @@
   };
 
   Viewer.prototype.render = function () {
+    if (this.isLong()) return this.renderLong();
+    this.scroller = null;
     var layout = this.rows();
     var rowH = 3 * this.gain; // 3 mV per row
     var nRows = layout.cells.length + (layout.strip ? 1 : 0);
