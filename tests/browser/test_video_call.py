@@ -367,7 +367,8 @@ def janus_url(tmp_path_factory):
 
 
 # The ICE username fragments in use: the publisher's own, and Janus's for each feed (sorted by feed).
-UFRAGS_JS = """() => { const s = window.telemedCall.state, ufrag = d => ((d && d.sdp.match(/a=ice-ufrag:(\\S+)/)) || [])[1];
+UFRAGS_JS = """() => { const s = window.telemedCall.state;
+  const ufrag = d => ((d && d.sdp.match(/a=ice-ufrag:(\\S+)/)) || [])[1];
   return {pub: ufrag(s.sfuPub.localDescription),
           feeds: Array.from(s.pcs.values()).sort((a, b) => a.feed - b.feed)
                    .map(p => ({ufrag: ufrag(p.pc.remoteDescription), state: p.pc.connectionState}))}; }"""
@@ -446,8 +447,8 @@ def test_in_a_janus_room_a_page_without_camera_still_sees_the_others(browser, se
         watcher = _open_call(denied, server, users[2], call.cid, lang="en")
         watcher.wait_for_selector("#media-error:not([hidden])", timeout=10000)
         watcher.wait_for_function(f"() => ({REMOTE_VIDEOS_JS})().filter(v => v.w > 0).length === 2", timeout=60000)
-        state = watcher.evaluate("() => { const s = window.telemedCall.state; return {mode: s.mode, feeds: s.feeds.size,"
-                                 " publishing: !!s.sfuPub}; }")  # fmt: skip
+        state = watcher.evaluate("() => { const s = window.telemedCall.state;"
+                                 " return {mode: s.mode, feeds: s.feeds.size, publishing: !!s.sfuPub}; }")  # fmt: skip
         assert state == {"mode": "sfu", "feeds": 2, "publishing": False}  # receives both, sends nothing
         for page in pages:  # the two with cameras still see each other (and no empty feed of the third)
             _wait_decoding(page, peers=1, timeout=60)
