@@ -281,7 +281,10 @@ def _write(platform: Platform, batch: list[_Pending]) -> None:
     if len(batch) > 1:
         try:
             with unit_of_work(platform.engine) as conn:
-                results = [_index(conn, platform, it.ctx, it.parsed, it.blob.result, it.metadata) for it in batch]
+                rows: list[dict] = []  # the new instances' rows, inserted together (one executemany)
+                results = [_index(conn, platform, it.ctx, it.parsed, it.blob.result, it.metadata, rows) for it in batch]
+                if rows:
+                    conn.execute(_INSERT_INSTANCE, rows)
                 _audit_stored(conn, platform, [(it.ctx, r) for it, r in zip(batch, results, strict=True)])
         except Exception:  # noqa: BLE001 - retried one by one below, where each gets its own outcome
             log.debug("group commit of %d instances failed; storing them one by one", len(batch), exc_info=True)
@@ -392,6 +395,24 @@ _STUDY_OF = (
     .select_from(t_study.outerjoin(t_patient, t_patient.c.id == t_study.c.patient_pk))
     .where(t_study.c.study_uid == bindparam("uid"))
 )
+# The statements of every instance, built once (building and coercing them cost more than running them).
+_EXISTING = select(t_instance.c.series_uid, t_instance.c.study_uid).where(
+    t_instance.c.sop_instance_uid == bindparam("uid")
+)
+_SERIES_PLUS_ONE = (
+    update(t_series).where(t_series.c.series_uid == bindparam("uid")).values(num_instances=t_series.c.num_instances + 1)
+)
+_STUDY_PLUS_ONE = (
+    update(t_study)
+    .where(t_study.c.study_uid == bindparam("uid"))
+    .values(
+        num_instances=t_study.c.num_instances + 1,
+        num_series=t_study.c.num_series + bindparam("new_series"),
+        fhir_stale=True,
+        updated=bindparam("now"),
+    )
+)
+_INSERT_INSTANCE = insert(t_instance)
 
 
 def _index(
@@ -401,18 +422,17 @@ def _index(
     parsed: ParsedInstance,
     blob_key: Callable[[], str],
     metadata: bytes,
+    deferred: list[dict] | None = None,
 ) -> StoreResult:
+    """The index rows of one instance; a new instance's own row goes to ``deferred`` when given
+    (the caller inserts them together)."""
     now = platform.clock.now()
     org = ctx.organization or ""
     attrs = parsed.index
     study = conn.execute(_STUDY_OF, {"uid": parsed.study_uid}).first()
     if study is not None and study.owner_org != org and not ctx.sees_all:
         raise NonConformant("The study cannot be stored by this sender", 0xA700)
-    existing = conn.execute(
-        select(t_instance.c.series_uid, t_instance.c.study_uid).where(
-            t_instance.c.sop_instance_uid == parsed.sop_instance_uid
-        )
-    ).first()
+    existing = conn.execute(_EXISTING, {"uid": parsed.sop_instance_uid}).first()
     if existing is not None and (existing.series_uid, existing.study_uid) != (parsed.series_uid, parsed.study_uid):
         raise NonConformant("This SOP Instance UID is already stored in another series", 0xA900)
     row = {
@@ -430,14 +450,7 @@ def _index(
         fhir_id = study.fhir_id
         patient_fhir = study.patient_fhir if study is not None else None
     else:
-        series_new = (
-            conn.execute(
-                update(t_series)
-                .where(t_series.c.series_uid == parsed.series_uid)
-                .values(num_instances=t_series.c.num_instances + 1)
-            ).rowcount
-            == 0
-        )
+        series_new = conn.execute(_SERIES_PLUS_ONE, {"uid": parsed.series_uid}).rowcount == 0
         if series_new:
             conn.execute(
                 insert(t_series).values(
@@ -475,28 +488,21 @@ def _index(
             created_study = True
         else:
             fhir_id, patient_fhir = study.fhir_id, study.patient_fhir
-            values: dict = {
-                "num_instances": t_study.c.num_instances + 1,
-                "num_series": t_study.c.num_series + (1 if series_new else 0),
-                "fhir_stale": True,
-                "updated": now,
-            }
+            conn.execute(_STUDY_PLUS_ONE, {"uid": parsed.study_uid, "new_series": 1 if series_new else 0, "now": now})
             mods = set((study.modalities or "").split("\\")) - {""}
             if modality and modality not in mods:
-                values["modalities"] = "\\".join(sorted(mods | {modality}))
-            conn.execute(update(t_study).where(t_study.c.study_uid == parsed.study_uid).values(**values))
+                modalities = "\\".join(sorted(mods | {modality}))
+                by_uid = t_study.c.study_uid == parsed.study_uid
+                conn.execute(update(t_study).where(by_uid).values(modalities=modalities))
     row["blob_key"] = blob_key()  # the file is on disk (a failure here rolls the whole instance back)
     if existing is not None:
         conn.execute(update(t_instance).where(t_instance.c.sop_instance_uid == parsed.sop_instance_uid).values(**row))
     else:
-        conn.execute(
-            insert(t_instance).values(
-                sop_instance_uid=parsed.sop_instance_uid,
-                series_uid=parsed.series_uid,
-                study_uid=parsed.study_uid,
-                **row,
-            )
-        )
+        row.update(sop_instance_uid=parsed.sop_instance_uid, series_uid=parsed.series_uid, study_uid=parsed.study_uid)
+        if deferred is not None:
+            deferred.append(row)
+        else:
+            conn.execute(_INSERT_INSTANCE, row)
     return StoreResult(
         parsed.sop_class_uid,
         parsed.sop_instance_uid,
