@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from types import SimpleNamespace
 
-from sqlalchemy import and_, false, func, literal, not_, or_, select, true, union_all
+from sqlalchemy import Boolean, and_, false, func, literal, not_, or_, select, true, union_all
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from telemed.db.schema import INDEX_TABLES
 from telemed.db.schema import resource as t_resource
@@ -21,6 +23,36 @@ from telemed.fhir.search.types import composite, date, number, quantity, referen
 from telemed.fhir.search.types._common import normalise, split_unescaped, unescape
 from telemed.fhir.store import access, protect
 from telemed.fhir.store.context import AccessContext
+
+
+class InList(ColumnElement):
+    """``column IN (subquery)``; on PostgreSQL ``column = ANY(ARRAY(subquery))``: the subquery is
+    then computed once (an InitPlan) and its ids looked up in the index, instead of being joined
+    in. A chain nests such sets (``subject:Patient.general-practitioner.name``), and joined in,
+    a young table's missing statistics (one row assumed) turned them into nested loops over every
+    row of each level: seconds for a hundred rows."""
+
+    inherit_cache = True
+    _traverse_internals = [  # part of the statement's cache key, and its parameters are found
+        ("column", InternalTraversal.dp_clauseelement),
+        ("subquery", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column, subquery):
+        self.column, self.subquery = column, subquery
+        self.type = Boolean()
+
+
+@compiles(InList)
+def _in_list(element, compiler, **kw):
+    return compiler.process(element.column.in_(element.subquery), **kw)
+
+
+@compiles(InList, "postgresql")
+def _in_list_pg(element, compiler, **kw):
+    column = compiler.process(element.column, **kw)
+    return f"{column} = ANY(ARRAY({compiler.process(element.subquery, asfrom=False, **kw)}))"
+
 
 CONDITIONS = {
     "string": string.condition,
@@ -129,7 +161,7 @@ def filter_clause(res, f: Filter, base_url: str, cipher=None, probe: bool = Fals
                     ref.c.resource_type == rt,
                     ref.c.code == f.code,
                     ref.c.target_type == inner.resource_type,
-                    ref.c.target_id.in_(matches),
+                    InList(ref.c.target_id, matches),
                 )
             )
         return res.c.id.in_(branches[0] if len(branches) == 1 else union_all(*branches))
