@@ -18,13 +18,15 @@ query, not as conditionals in routes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import and_, delete, exists, false, insert, or_, select
+from sqlalchemy import DateTime, and_, bindparam, delete, exists, false, insert, or_, select
 
 from telemed.db.schema import access_grant as t_grant
 from telemed.db.schema import idx_reference
+from telemed.db.schema import resource as t_resource
 from telemed.fhir.definitions import load
 from telemed.fhir.store.context import AccessContext
 
@@ -48,22 +50,54 @@ def _compartment_codes(resource_type: str) -> list[str]:
     return [c for c in load().patient_compartment.get(resource_type, []) if c != "{def}"]
 
 
-def granted(patient_id, ctx: AccessContext, now: datetime):
+@dataclass(frozen=True)
+class Terms:
+    """What the rules read of a caller: literal values, or bind parameters in their place (so one
+    statement, built and compiled once, serves every caller of the same shape)."""
+
+    clinical: str
+    unrestricted: bool
+    organization: object | None  # a value or a bind parameter; None: the caller has none
+    practitioner: object | None
+    patient: object | None
+    now: object
+
+
+def terms_of(ctx: AccessContext, now: datetime) -> Terms:
+    return Terms(ctx.clinical, ctx.unrestricted, ctx.organization or None, ctx.practitioner or None,
+                 ctx.patient or None, now)  # fmt: skip
+
+
+def _placeholders(ctx: AccessContext) -> Terms:
+    def slot(name: str, value, type_=None):
+        return bindparam(name, type_=type_) if value else None
+
+    return Terms(ctx.clinical, ctx.unrestricted, slot("acc_org", ctx.organization),
+                 slot("acc_prac", ctx.practitioner), slot("acc_patient", ctx.patient),
+                 bindparam("acc_now", type_=DateTime(timezone=True)))  # fmt: skip
+
+
+def bound_values(ctx: AccessContext, now: datetime) -> dict:
+    """The values of :func:`read_statement`'s bind parameters for ``ctx``."""
+    return {"acc_org": ctx.organization, "acc_prac": ctx.practitioner, "acc_patient": ctx.patient, "acc_now": now}
+
+
+def granted(patient_id, t: Terms):
     """EXISTS: the patient ``patient_id`` (a column) is granted to the caller (institution or
     personally), valid now; None when the caller can hold no grant. Correlated on the patient, so
     a read or a selective search probes ``ix_grant_patient`` per row instead of listing every
     granted patient first."""
     grantees = []
-    if ctx.organization:
-        grantees.append(and_(t_grant.c.grantee_kind == "organization", t_grant.c.grantee_id == ctx.organization))
-    if ctx.practitioner:
-        grantees.append(and_(t_grant.c.grantee_kind == "practitioner", t_grant.c.grantee_id == ctx.practitioner))
+    if t.organization is not None:
+        grantees.append(and_(t_grant.c.grantee_kind == "organization", t_grant.c.grantee_id == t.organization))
+    if t.practitioner is not None:
+        grantees.append(and_(t_grant.c.grantee_kind == "practitioner", t_grant.c.grantee_id == t.practitioner))
     if not grantees:
         return None
     return exists().where(
         t_grant.c.patient_id == patient_id,
         or_(*grantees),
-        or_(t_grant.c.valid_until.is_(None), t_grant.c.valid_until > now),
+        or_(t_grant.c.valid_until.is_(None), t_grant.c.valid_until > t.now),
     )
 
 
@@ -80,14 +114,35 @@ def visibility(res, resource_type: str, ctx: AccessContext, now: datetime):
     that patient's compartment."""
     if not is_clinical(resource_type):
         return None
-    rule = _rules(res, resource_type, ctx, now)
-    if ctx.patient is None or ctx.clinical == "self":
+    return _visibility(res, resource_type, terms_of(ctx, now))
+
+
+def _visibility(res, resource_type: str, t: Terms):
+    rule = _rules(res, resource_type, t)
+    if t.patient is None or t.clinical == "self":
         return rule
-    only = of_patient(res, resource_type, ctx.patient)
+    only = of_patient(res, resource_type, t.patient)
     return only if rule is None else and_(rule, only)
 
 
-def of_patient(res, resource_type: str, patient_id: str):
+def read_statement(base, resource_type: str, ctx: AccessContext):
+    """``base`` (a SELECT of one ``resource`` row) with a ``visible`` column computed by the rules,
+    for callers of ``ctx``'s shape; its parameters are :func:`bound_values`. Built once per shape:
+    building and compiling the rules cost a third of a millisecond per read."""
+    shape = (resource_type, ctx.clinical, ctx.unrestricted, bool(ctx.organization), bool(ctx.practitioner),
+             bool(ctx.patient))  # fmt: skip
+    hit = _READS.get((id(base), shape))
+    if hit is None:
+        clause = _visibility(t_resource, resource_type, _placeholders(ctx))
+        hit = None if clause is None else base.add_columns(clause.label("visible"))
+        _READS[(id(base), shape)] = hit
+    return hit
+
+
+_READS: dict = {}
+
+
+def of_patient(res, resource_type: str, patient_id):
     """WHERE: ``res`` is the Patient ``patient_id`` or in its compartment."""
     if resource_type == "Patient":
         return res.c.id == patient_id
@@ -104,19 +159,19 @@ def of_patient(res, resource_type: str, patient_id: str):
     )
 
 
-def _rules(res, resource_type: str, ctx: AccessContext, now: datetime):
-    if ctx.unrestricted:
+def _rules(res, resource_type: str, t: Terms):
+    if t.unrestricted:
         return None
-    if ctx.clinical == "none":
+    if t.clinical == "none":
         return false()
-    self_only = ctx.clinical == "self"
-    patients = [ctx.patient] if self_only and ctx.patient else []
-    own = res.c.owner_org == ctx.organization if ctx.organization and not self_only else false()
+    self_only = t.clinical == "self"
+    patients = [t.patient] if self_only and t.patient is not None else []
+    own = res.c.owner_org == t.organization if t.organization is not None and not self_only else false()
     if resource_type == "Patient":
         conds = [own]
         if patients:
             conds.append(res.c.id.in_(patients))
-        if not self_only and (grant := granted(res.c.id, ctx, now)) is not None:
+        if not self_only and (grant := granted(res.c.id, t)) is not None:
             conds.append(grant)
         return or_(*conds)
     codes = _compartment_codes(resource_type)
@@ -124,7 +179,7 @@ def _rules(res, resource_type: str, ctx: AccessContext, now: datetime):
     targets = []
     if patients:
         targets.append(ref.c.target_id.in_(patients))
-    if not self_only and (grant := granted(ref.c.target_id, ctx, now)) is not None:
+    if not self_only and (grant := granted(ref.c.target_id, t)) is not None:
         targets.append(grant)
     if resource_type in DIRECTORY_WHEN_PATIENTLESS:
         # A practitioner's or a room's Schedule holds no patient data: directory data, open to all.

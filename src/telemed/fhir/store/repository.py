@@ -295,12 +295,14 @@ class Repository:
     def _current_if_visible(self, resource_type: str, id_: str):
         """The current row when it exists and the caller may see it, in one statement (the access
         rule is a column of the row's SELECT, not a second query); None otherwise."""
-        clause = access.visibility(t_resource, resource_type, self.context, self.clock.now())
-        if clause is None:
+        if not access.is_clinical(resource_type):
+            return self._current(resource_type, id_)
+        q = access.read_statement(_SELECT_CURRENT, resource_type, self.context)
+        if q is None:
             return self._current(resource_type, id_)
         self.flush()
-        q = _SELECT_CURRENT.add_columns(clause.label("visible"))
-        row = self.conn.execute(q, {"b_type": resource_type, "b_id": id_}).first()
+        params = {"b_type": resource_type, "b_id": id_, **access.bound_values(self.context, self.clock.now())}
+        row = self.conn.execute(q, params).first()
         return row if row is not None and row.visible else None
 
     def _visible(self, resource_type: str, id_: str) -> bool:
