@@ -123,13 +123,15 @@ class _BusyDUL(DULServiceProvider):
     """pynetdicom's DUL thread polls its socket and queues, sleeping ``_run_loop_delay`` (1 ms) whenever
     a turn found nothing to do; a C-STORE waits for that sleep twice (its request arriving, its response
     leaving): up to 2 ms of every instance of a modality sending one image at a time. While images
-    arrive the DUL polls every 0.2 ms instead, and goes back to 1 ms after a second without one."""
+    arrive on one association alone, its DUL polls every 0.2 ms instead, back to 1 ms a second after the
+    last one. Several associations storing at once keep 1 ms: then the CPU (one GIL) is what limits,
+    and each polling thread would take from it, while the others' instances fill the waits."""
 
     telemed_busy_until = 0.0
 
     @property  # type: ignore[override]
     def _run_loop_delay(self) -> float:
-        return BUSY_POLL if time.monotonic() < self.telemed_busy_until else IDLE_POLL
+        return BUSY_POLL if not _storing.crowded and time.monotonic() < self.telemed_busy_until else IDLE_POLL
 
     @_run_loop_delay.setter
     def _run_loop_delay(self, value: float) -> None:  # pynetdicom's __init__ sets it
@@ -139,10 +141,26 @@ class _BusyDUL(DULServiceProvider):
 BUSY_POLL, IDLE_POLL = 0.0002, 0.001
 
 
-def _busy(assoc) -> None:
-    dul = assoc.dul
-    if isinstance(dul, _BusyDUL):
-        dul.telemed_busy_until = time.monotonic() + 1.0
+class _Storing:
+    """The associations that stored an instance within the last second."""
+
+    def __init__(self) -> None:
+        self.until: dict[int, float] = {}
+        self.crowded = False
+
+    def busy(self, assoc) -> None:
+        dul = assoc.dul
+        if not isinstance(dul, _BusyDUL):
+            return
+        now = time.monotonic()
+        dul.telemed_busy_until = self.until[id(dul)] = now + 1.0
+        for key, until in list(self.until.items()):
+            if until < now:
+                self.until.pop(key, None)
+        self.crowded = len(self.until) > 1
+
+
+_storing = _Storing()
 
 
 def _on_conn_open(event) -> None:
@@ -310,7 +328,7 @@ class DicomService:
         return SUCCESS
 
     def on_store(self, event) -> int | Dataset:
-        _busy(event.assoc)
+        _storing.busy(event.assoc)
         remote = self.caller(event.assoc)
         if remote is None:
             return 0x0124  # Refused: not authorised
