@@ -50,3 +50,46 @@ def test_a_call_spans_two_instances_through_redis(tmp_path, backend):
             assert recv(ws_b)["text"] == recv(ws_a)["text"] == "两个实例之间"
             send(ws_a, {"type": "leave"})
             assert recv(ws_b) == {"type": "peer-left", "peer": "peer-on-a"}
+
+
+def test_recording_consent_spans_two_instances(tmp_path, backend):
+    """The request reaches the instance holding one page, the consent the other's: both instances
+    see it on, and the upload would be accepted by either."""
+    if backend != "sqlite":
+        pytest.skip("the fan-out does not depend on the store")
+    import redis
+
+    from telemed.portal.video import switchboard
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except redis.ConnectionError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/shared.db").model_copy(
+        update={"broker_url": "redis://127.0.0.1:6379/0"}
+    )
+    a, b = Services.from_settings(settings), Services.from_settings(settings)
+    upgrade(a.engine)
+    call = scheduled(a)
+    app_a, app_b = create_app(a), create_app(b)
+    with LiveServer(app_a) as server_a, LiveServer(app_b) as server_b:
+        doctor, dcsrf = portal(a, server_a, call.net.requester)
+        expert, ecsrf = portal(b, server_b, call.net.experts[0])
+        dtoken = join_token(doctor, dcsrf, call.cid).json()["token"]
+        etoken = join_token(expert, ecsrf, call.cid).json()["token"]
+        with connect(server_a, doctor, call.cid) as ws_a, connect(server_b, expert, call.cid) as ws_b:
+            join(ws_a, dtoken, "rec-peer-a")
+            time.sleep(0.3)
+            join(ws_b, etoken, "rec-peer-b")
+            assert recv(ws_a)["peer"] == "rec-peer-b"
+            send(ws_a, {"type": "record", "action": "request"})
+            asking = recv(ws_b)
+            assert asking["type"] == "record" and asking["state"] == "asking"
+            assert asking["required"] == ["rec-peer-a", "rec-peer-b"] and recv(ws_a)["state"] == "asking"
+            time.sleep(0.3)  # the request crosses Redis to instance B
+            send(ws_b, {"type": "record", "action": "consent"})  # answered on the other instance
+            on_b, on_a = recv(ws_b), recv(ws_a)
+            assert on_a["state"] == on_b["state"] == "on" and on_a["id"] == asking["id"]
+            time.sleep(0.3)
+            for app in (app_a, app_b):  # the recorder's upload is accepted whichever instance it reaches
+                assert switchboard(app).recordings.accepted(asking["id"], call.cid, call.net.requester) is not None

@@ -7,6 +7,11 @@ One ``decline`` ends the request. Someone who joins while a request is open or t
 has not consented, so it stops (they may ask again); the requester's page records and uploads,
 and the server accepts the upload only for a recording that reached ``on`` (:meth:`Recordings.
 accepted`). Each answer is recorded by the platform (a FHIR ``Consent`` per participant).
+
+With several app instances, every instance keeps the same state: the instance that takes an action
+applies it and sends it to the others (``apply``), which apply it in turn, and each applies the
+joins and leaves of the others' pages; so an answer reaches its request, and the upload is accepted,
+whichever instance a page or the upload reaches.
 """
 
 from __future__ import annotations
@@ -40,11 +45,11 @@ class Recordings:
         self.by_room: dict[str, Recording] = {}
         self.allowed: dict[str, Recording] = {}  # recording id -> the recording (reached ``on``)
 
-    def request(self, room: str, peer: str, user: str, present: set[str]) -> Recording:
+    def request(self, room: str, peer: str, user: str, present: set[str], rec_id: str | None = None) -> Recording:
         current = self.by_room.get(room)
         if current is not None and current.state in (ASKING, ON):  # asking too: their answer is yes
             return self.consent(room, peer, user) or current
-        rec = Recording(secrets.token_hex(8), room, peer, user, set(present) | {peer})
+        rec = Recording(rec_id or secrets.token_hex(8), room, peer, user, set(present) | {peer})
         self.by_room[room] = rec
         self.consent(room, peer, user)
         return rec
@@ -97,6 +102,30 @@ class Recordings:
         if rec.state == ASKING and rec.required <= rec.consented:
             rec.state = ON
             self.allowed[rec.id] = rec
+
+    def apply(self, action: dict) -> Recording | None:
+        """An action another instance took (:meth:`action_of`), applied here the same way."""
+        room, peer, user, kind = action["room"], action["peer"], action.get("user", ""), action["action"]
+        if kind == "request":
+            return self.request(room, peer, user, set(action.get("present", [])), rec_id=action.get("id"))
+        if kind == "consent":
+            return self.consent(room, peer, user)
+        if kind == "decline":
+            return self.decline(room, peer)
+        if kind == "stop":
+            return self.stop(room)
+        if kind == "joined":
+            return self.joined(room, peer)
+        if kind == "left":
+            return self.left(room, peer)
+        return None
+
+    @staticmethod
+    def action_of(room: str, kind: str, peer: str, user: str = "", rec: Recording | None = None) -> dict:
+        out = {"room": room, "action": kind, "peer": peer, "user": user}
+        if kind == "request" and rec is not None:
+            out.update(id=rec.id, present=sorted(rec.required))
+        return out
 
     def accepted(self, recording_id: str, room: str, user: str) -> Recording | None:
         """The recording, if it was allowed in ``room`` and ``user`` is its recorder."""

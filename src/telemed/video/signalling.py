@@ -335,6 +335,7 @@ class Switchboard:
             rec = recs.stop(room)
         if rec is None:
             raise ProtocolError("record", "there is no recording request to answer")
+        self._share_record(Recordings.action_of(room, action, me.id, me.grant.user, rec))
         if action != "stop":
             self._background(self.events.consent, me.grant, rec.id, action != "decline")
         log.info("video: recording %s in room %s: %s by %s -> %s", rec.id, room, action, me.grant.user, rec.state)
@@ -381,6 +382,12 @@ class Switchboard:
             if self.bus is not None:  # learn who is in which room on the other instances
                 self._publish({"kind": "sync"})
 
+    def _share_record(self, action: dict) -> None:
+        """The other instances apply the same recording action (their pages answer, their uploads
+        are checked against the same state)."""
+        if self.bus is not None:
+            self._publish({"kind": "record", "room": action["room"], "action": action})
+
     def _publish(self, envelope: dict) -> None:
         self.bus.publish(TOPIC, dumps({**envelope, "origin": self.instance}))
 
@@ -410,12 +417,16 @@ class Switchboard:
                 asyncio.ensure_future(_safe(target.send(dumps(env["msg"]))))
         elif kind == "presence" and not mine:
             info = env["peer"]
+            self.recordings.apply(Recordings.action_of(room, "joined" if env["op"] == "join" else "left",
+                                                       info["peer"]))  # fmt: skip
             if env["op"] == "join":
                 self.remote.setdefault(room, {})[info["peer"]] = info
                 if self._cancel_leave(room, info["peer"]):  # the page came back through another instance
                     self.rooms.get(room, {}).pop(info["peer"], None)
             else:
                 self.remote.get(room, {}).pop(info["peer"], None)
+        elif kind == "record" and not mine:
+            self.recordings.apply(env["action"])
         elif kind == "sync" and not mine:
             for room_id, members in self.rooms.items():
                 for peer in members.values():
