@@ -149,7 +149,7 @@ def labels(request: Request) -> dict:
     return {
         wf.WAITING: _("Waiting in the pool"), wf.CLAIMED: _("Being read"), wf.REPORTED: _("Reported"),
         wf.ACKNOWLEDGED: _("Acknowledged"), wf.CANCELLED: _("Cancelled"),
-        wf.ROUTINE: _("Routine"), wf.URGENT: _("Urgent"),
+        wf.ROUTINE: _("Routine ECG"), wf.URGENT: _("Urgent ECG"),
     }  # fmt: skip
 
 
