@@ -168,3 +168,5 @@ def test_a_long_recording_goes_to_the_viewer_one_window_at_a_time(services, serv
         assert r.status_code == 400, (bad, r.status_code)
     outsider = browser_client(server.url)
     assert outsider.get(f"/portal/ecg/{ecg}/waveform.json").status_code in (302, 303, 401)
+    home = reader.get("/portal/").text  # the reader's home page shows the pool, with this ECG in it
+    assert "心电池待诊" in home and f"/portal/ecg/{ecg}" in home

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from markupsafe import Markup
 
 from telemed.db.engine import unit_of_work
 from telemed.ecg import UnreadableRecording, model, report, service, stats, waveform
@@ -25,6 +26,7 @@ from telemed.fhir.store.context import AccessContext
 from telemed.kernel.errors import Category, TelemedError
 from telemed.portal import audit, web
 from telemed.portal.exceptions import PortalError
+from telemed.portal.home import register_home_section
 from telemed.portal.i18n import gettext_for, lang_of
 from telemed.portal.nav import register_nav
 from telemed.portal.session import CurrentUser, require_roles
@@ -136,6 +138,19 @@ def pool_page(request: Request, user: CurrentUser) -> HTMLResponse:
     require_roles(*SENDERS, *READERS)(user)
     warm_up()
     return web.render(request, "ecg/pool.html", **_lists(request, user), labels=labels(request))
+
+
+def _home_section(request: Request, user) -> Markup:
+    """The reader's pool on the home page: how many wait (how many urgent), and their own."""
+    with _repo(request, user) as repo:
+        waiting = _rows(repo, service.waiting(repo))
+        mine = _rows(repo, service.claimed_by(repo, user.practitioner))
+    urgent = sum(1 for r in waiting if r["priority"] == wf.URGENT)
+    return web.render_fragment(request, "ecg/_home.html", waiting=waiting, mine=mine, urgent=urgent,
+                               labels=labels(request))  # fmt: skip
+
+
+register_home_section(set(READERS), _home_section, order=15)
 
 
 @router.get("/rows", response_class=HTMLResponse)
