@@ -66,6 +66,77 @@ def test_stow_per_instance_results(services, server, site, tmp_path):
     assert err.value.response.status_code == 409
 
 
+def test_stow_group_with_an_instance_refused_at_indexing(services, server, site):
+    """The parts of one request are committed together; one refused while indexing (a study that
+    another institution holds: 0xA700) is taken out, nothing of it is stored, and the others are
+    stored and named in the audit trail."""
+    from sqlalchemy import select
+
+    from telemed.db.schema import audit_event, dicom_instance
+
+    inst, client, folder, study, patient, uids = site
+    other = make_institution(services)
+    theirs = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    theirs.StudyInstanceUID, theirs.SOPInstanceUID = generate_uid(), generate_uid()
+    client_for(server, scoped_token(services, other.org)).store_instances([theirs])
+    mine = []
+    for _ in range(3):
+        ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+        ds.StudyInstanceUID, ds.SOPInstanceUID = study, generate_uid()
+        mine.append(ds)
+    intruder = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    intruder.StudyInstanceUID, intruder.SOPInstanceUID = theirs.StudyInstanceUID, generate_uid()
+    result = client.store_instances([mine[0], intruder, mine[1], mine[2]])
+    assert [i.ReferencedSOPInstanceUID for i in result.ReferencedSOPSequence] == [d.SOPInstanceUID for d in mine]
+    assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in result.FailedSOPSequence] == [
+        (intruder.SOPInstanceUID, 0xA700)
+    ]
+    with unit_of_work(services.engine, write=False) as conn:
+        stored = select(dicom_instance.c.sop_instance_uid).where(
+            dicom_instance.c.sop_instance_uid.in_([d.SOPInstanceUID for d in (*mine, intruder)])
+        )
+        assert {r[0] for r in conn.execute(stored)} == {d.SOPInstanceUID for d in mine}
+        mine_only = audit_event.c.organization == inst.org
+        events = [r[0] for r in conn.execute(select(audit_event.c.content).where(mine_only))]
+    described = " ".join(e.get("outcomeDesc", "") for e in events if e["action"] == "C")
+    assert all(d.SOPInstanceUID in described for d in mine) and intruder.SOPInstanceUID not in described
+
+
+def test_stow_group_into_a_study_already_held(services, server, site):
+    """A group of new instances of a held study is indexed set by set: series and study counters,
+    a new series and its modality, and the ImagingStudy rewritten at the end of the request."""
+    from sqlalchemy import select
+
+    from telemed.db.schema import dicom_series, dicom_study
+
+    inst, client, folder, study, patient, uids = site
+    ct = pydicom.dcmread(folder / "CT_small.dcm")
+    new_series = generate_uid()
+    series_count = select(dicom_series.c.series_uid, dicom_series.c.num_instances).where(
+        dicom_series.c.series_uid.in_([ct.SeriesInstanceUID, new_series])
+    )
+    with unit_of_work(services.engine, write=False) as conn:
+        before = conn.execute(select(dicom_study).where(dicom_study.c.study_uid == study)).one()
+        counts_before = dict(conn.execute(series_count).all())
+    parts = []
+    for series, modality in ((ct.SeriesInstanceUID, "CT"), (new_series, "US"), (ct.SeriesInstanceUID, "CT")) * 2:
+        ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
+        ds.Modality = modality
+        parts.append(ds)
+    result = client.store_instances(parts, study_instance_uid=study)
+    assert len(result.ReferencedSOPSequence) == 6 and "FailedSOPSequence" not in result
+    with unit_of_work(services.engine, write=False) as conn:
+        after = conn.execute(select(dicom_study).where(dicom_study.c.study_uid == study)).one()
+        counts = dict(conn.execute(series_count).all())
+        img = services.repository(conn, inst.context).read("ImagingStudy", after.fhir_id).resource
+    assert (after.num_instances, after.num_series) == (before.num_instances + 6, before.num_series + 1)
+    assert "US" in after.modalities.split("\\") and not after.fhir_stale
+    assert counts == {ct.SeriesInstanceUID: counts_before[ct.SeriesInstanceUID] + 4, new_series: 2}
+    assert (img["numberOfInstances"], img["numberOfSeries"]) == (after.num_instances, after.num_series)
+    assert [s["numberOfInstances"] for s in img["series"] if s["uid"] == new_series] == [2]
+
+
 def test_qido_matching_includefield_and_paging(site):
     inst, client, folder, study, patient, uids = site
     (found,) = client.search_for_studies(search_filters={"PatientID": patient})
