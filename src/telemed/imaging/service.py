@@ -8,7 +8,10 @@ Storing (the C-STORE service of PS3.4 Annex B and STOW-RS of PS3.18 §10.5 both 
    after this leaves an unreferenced blob, never a row pointing at nothing);
 3. one transaction writes the index rows, the FHIR Patient (matched by identifier at the sending
    institution, or created) and, for a new study, its FHIR ImagingStudy through the Repository
-   (access rules and owner institution as for any FHIR write), and an AuditEvent.
+   (access rules and owner institution as for any FHIR write), and the AuditEvent naming the
+   instances. Instances stored at the same time (several associations, a STOW-RS request) share
+   that transaction (group commit, :class:`_GroupCommit`); each caller returns only once its own
+   instance is committed, and a group that fails is redone one instance per transaction.
 
 Updating the ImagingStudy on every instance would write a FHIR version per image; instead the
 study row is marked ``fhir_stale`` in the same transaction and :func:`refresh_stale` rewrites the
