@@ -274,8 +274,13 @@ def _commit(platform: Platform, items: list[_Pending]) -> None:
                 batch = []
                 while group.waiting and len(batch) < MAX_GROUP:
                     batch.append(group.waiting.popleft())
-                if batch:
-                    _write(platform, batch)
+                try:
+                    if batch:
+                        _write(platform, batch)
+                finally:  # (only a BaseException leaves one undone: its thread must not wait forever)
+                    for it in batch:
+                        if not it.done:
+                            it.error, it.done = RuntimeError("The instance was not stored"), True
 
 
 def _write(platform: Platform, batch: list[_Pending]) -> None:
