@@ -23,7 +23,7 @@ def test_serve_starts_the_dicom_service_for_the_demo_modality(tmp_path):
     env |= {"TELEMED_PORT": str(port), "TELEMED_DICOM_PORT": str(dicom_port)}
     proc = subprocess.Popen([*TELEMED, "serve"], cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 30
+        deadline = time.time() + 90  # (start-up took over 30 s while other suites loaded the 2 cores)
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
