@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     janus_url: str | None = None
     janus_api_secret: str | None = None
     janus_bitrate: int = 512_000  # the cap asked of every publisher (bits/s)
+    # Years a consultation's video recording is kept at least (a retention hold the store enforces;
+    # the 2018 telemedicine rules ask for 3 years of audio and video).
+    recording_retention_years: int = 3
     # Login throttling per client address (telemed.identity.throttle): after this many failed sign-ins
     # from one address within the window, the address is refused (429) for a window. Shared through
     # the database, or Redis when broker_url is set.
@@ -96,6 +99,8 @@ class Settings(BaseSettings):
                 found.append("TELEMED_ENCRYPTION_KEYS and TELEMED_INDEX_KEY are required (field encryption)")
             if self.database_url.startswith("sqlite"):
                 found.append("SQLite is for demo and single-user use; set TELEMED_DATABASE_URL=postgresql://...")
+        if self.recording_retention_years < 3:
+            found.append("TELEMED_RECORDING_RETENTION_YEARS must be at least 3 (2018 rules: audio and video 3 years)")
         if not (self.database_url.startswith("sqlite:") or self.database_url.startswith("postgresql")):
             found.append(f"TELEMED_DATABASE_URL has an unsupported scheme: {self.database_url!r}")
         if self.workers > 1 and not self.broker_url:

@@ -256,6 +256,9 @@ def test_recording_starts_only_when_everyone_consents_and_is_filed_with_the_cons
         doc = read(services, call.net.ctx("requester"), "DocumentReference", doc_id)
         assert doc["content"][0]["attachment"]["contentType"] == "video/webm"
         assert doc["context"]["encounter"] == [{"reference": f"Encounter/{call.encounter}"}]
+        from telemed.fhir.store.retention import hold_of  # kept at least 3 years: the store refuses a delete
+
+        assert (hold_of(doc) - services.clock.now()).days >= 3 * 365
         sr = read(services, call.net.ctx("requester"), "ServiceRequest", call.cid)
         assert {"reference": f"DocumentReference/{doc_id}"} in sr["supportingInfo"]
         # Each answer is a FHIR Consent: both agreed to this recording; the expert refused the first.

@@ -26,7 +26,7 @@ from telemed.db.schema import INDEX_TABLES
 from telemed.db.schema import resource as t_resource
 from telemed.db.schema import resource_history as t_history
 from telemed.fhir.search.index import index_rows
-from telemed.fhir.store import access, protect
+from telemed.fhir.store import access, protect, retention
 from telemed.fhir.store.attachments import externalize, rehydrate
 from telemed.fhir.store.context import AccessContext
 from telemed.fhir.validation import Validator, validator
@@ -467,6 +467,8 @@ class Repository:
             self._require_visible(resource_type, id_)
         self._require_patients_visible(body)
         access.check_directory_write(self, resource_type, body, row.content if row is not None else None)
+        if row is not None and not row.deleted:
+            retention.check_update(row.content, body, now)
         if row is None:
             if if_match is not None:
                 raise TelemedError(Category.PRECONDITION_FAILED, f"{resource_type}/{id_} does not exist (If-Match)")
@@ -528,6 +530,7 @@ class Repository:
         self._check_if_match(if_match, row.version_id, f"{resource_type}/{id_}")
         access.check_directory_write(self, resource_type, None, row.content)
         now = self.clock.now()
+        retention.check_delete(row.content, now)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         version = row.version_id + 1
         result = self.conn.execute(

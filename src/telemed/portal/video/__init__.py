@@ -21,6 +21,7 @@ import base64
 import logging
 from contextlib import nullcontext
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -31,6 +32,7 @@ from telemed.consultation import Env, SlaPolicy, service
 from telemed.consultation import workflow as wf
 from telemed.consultation.directory import Directory
 from telemed.db.engine import unit_of_work
+from telemed.fhir.store import retention
 from telemed.fhir.store.context import AccessContext
 from telemed.identity import tokens
 from telemed.kernel.errors import TelemedError
@@ -250,12 +252,16 @@ def save_recording(request: Request, user: CurrentUser, cid: str, body: Recordin
     with repository(request, user, write=True) as repo:
         doc = service.attach(repo, env(request), user.context, cid, attachment)
         loaded = service.load(repo, cid)
+        body = dict(doc.resource)
         if loaded.encounter:  # also linked from the session's Encounter
-            body = dict(doc.resource)
             body["context"] = {**body.get("context", {}),
                                "encounter": [{"reference": f"Encounter/{loaded.encounter.resource['id']}"}]}
-            body["identifier"] = [{"system": RECORDING_ID, "value": recording}]
-            doc = repo.update("DocumentReference", doc.resource["id"], body)
+        body["identifier"] = [{"system": RECORDING_ID, "value": recording}]
+        # Kept at least the retention years (the store refuses to delete it before).
+        years = max(svc.settings.recording_retention_years, 3)
+        until = svc.clock.now() + timedelta(days=365 * years + years // 4 + 1)
+        body["extension"] = [*body.get("extension", []), retention.extension(until)]
+        doc = repo.update("DocumentReference", doc.resource["id"], body)
     uploads.discard(request, upload)
     _audit(request, user.context, cid, f"recording {recording} saved (DocumentReference/{doc.resource['id']})", True)
     return JSONResponse({"id": doc.resource["id"]}, 201)
