@@ -126,3 +126,23 @@ def test_opening_a_case_and_acting_on_it_are_in_the_audit_trail(services, server
     assert page and page[0].patient == loaded.patient  # the auditor finds the view by patient
     assert step and step[0].patient == loaded.patient
     assert step[0].content["agent"][0]["network"]["address"]
+
+
+def test_the_board_shows_the_top_of_each_column_and_counts_all(services, server, monkeypatch):
+    from telemed.portal.consultation import board
+
+    monkeypatch.setattr(board, "BOARD_TILES", 2)
+    net = build(services)
+    r = net.ctx("requester")
+    cids = []
+    for _ in range(3):
+        cid = run(services, r, service.create, details(net)).consultation.id
+        run(services, r, service.act, cid, "submit")
+        cids.append(cid)
+    triage, _ = _session(services, server, f"tb-{net.centre}", ["triage-officer"], net.centre)
+    rows = triage.get("/portal/board/rows")
+    assert rows.status_code == 200
+    waiting = rows.text.split('id="col-waiting"')[1].split("</section>")[0]
+    count = int(waiting.split('class="count">')[1].split("<")[0])
+    assert count >= 3 and waiting.count('class="tile ') == 2  # the count is of all, two tiles shown
+    assert f"还有 {count - 2} 条" in waiting

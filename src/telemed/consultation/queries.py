@@ -156,7 +156,8 @@ def board(repo: Repository, now: datetime, day_start: datetime) -> Board:
     today = [r for r in open_rows + done_rows if r.scheduled_start and day_start <= r.scheduled_start < day_end]
     waiting = [r for r in open_rows if r.state != wf.RETURNED]
     return Board(
-        today=sorted(today, key=lambda r: r.scheduled_start),
+        # The sessions still to come or running first (a wall screen shows the top of each column).
+        today=sorted(today, key=lambda r: (r.state in DONE_STATES, r.scheduled_start)),
         waiting=sorted(waiting, key=lambda r: (r.kind != wf.URGENT, r.deadline or now)),
         done=sorted(done_rows, key=lambda r: r.last_modified or now, reverse=True),
     )

@@ -27,6 +27,7 @@ from telemed.portal.web import DISPLAY_TZ, render
 router = APIRouter(prefix="/portal")
 BOARD_ROLES = ("triage-officer", "qc-officer", "platform-admin", "consulting-expert")
 KEEPALIVE_SECONDS = 15.0
+BOARD_TILES = 24  # tiles per column: what a wall screen can show (the column's count is of all)
 
 
 def _day_start(now: datetime) -> datetime:
@@ -40,7 +41,7 @@ def _board_context(request: Request, user) -> dict:
     with repository(request, user) as repo:
         b = queries.board(repo, now, _day_start(now))
         directory = Directory.cached(repo)
-    return dict(board=b, now=now, minutes_left=minutes_left, **labels(request, directory))
+    return dict(board=b, now=now, minutes_left=minutes_left, tiles_max=BOARD_TILES, **labels(request, directory))
 
 
 @router.get("/board", response_class=HTMLResponse)
