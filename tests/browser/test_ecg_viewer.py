@@ -138,6 +138,8 @@ def test_a_30_minute_holter_strip_scrolls_at_paper_scale(browser, server, servic
             page.evaluate(f"() => {{ window.TelemedEcgViewer.scroller.scrollLeft += {info['view'] // 2}; }}")
             page.wait_for_function("() => !window.TelemedEcgViewer.pending")
             draws.append(page.evaluate("() => window.TelemedEcgViewer.lastDrawMs"))
+        # Every window in view has arrived (a pan may outrun the prefetch for a moment).
+        page.wait_for_function("() => document.getElementById('ecg-viewer').dataset.complete === '1'", timeout=15000)
         points = page.evaluate("() => document.querySelector('#ecg-viewer polyline').getAttribute('points')"
                                ".split(' ').length")  # fmt: skip
         assert points > 250 * info["view"] / px_per_s * 0.9  # the seconds in view, every sample
