@@ -15,7 +15,8 @@ from tests.video.helpers import connect, join, join_token, portal, recv, schedul
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
-def test_a_call_spans_two_instances_through_redis(tmp_path, backend):
+def _two_instances(tmp_path, backend) -> tuple[Services, Services]:
+    """Two app instances on one database and one Redis (skips without Redis; SQLite only)."""
     if backend != "sqlite":
         pytest.skip("the fan-out does not depend on the store")
     import redis
@@ -29,6 +30,11 @@ def test_a_call_spans_two_instances_through_redis(tmp_path, backend):
     )
     a, b = Services.from_settings(settings), Services.from_settings(settings)
     upgrade(a.engine)
+    return a, b
+
+
+def test_a_call_spans_two_instances_through_redis(tmp_path, backend):
+    a, b = _two_instances(tmp_path, backend)
     call = scheduled(a)
     with LiveServer(create_app(a)) as server_a, LiveServer(create_app(b)) as server_b:
         doctor, dcsrf = portal(a, server_a, call.net.requester)
@@ -55,21 +61,9 @@ def test_a_call_spans_two_instances_through_redis(tmp_path, backend):
 def test_recording_consent_spans_two_instances(tmp_path, backend):
     """The request reaches the instance holding one page, the consent the other's: both instances
     see it on, and the upload would be accepted by either."""
-    if backend != "sqlite":
-        pytest.skip("the fan-out does not depend on the store")
-    import redis
-
     from telemed.portal.video import switchboard
 
-    try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
-    except redis.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/shared.db").model_copy(
-        update={"broker_url": "redis://127.0.0.1:6379/0"}
-    )
-    a, b = Services.from_settings(settings), Services.from_settings(settings)
-    upgrade(a.engine)
+    a, b = _two_instances(tmp_path, backend)
     call = scheduled(a)
     app_a, app_b = create_app(a), create_app(b)
     with LiveServer(app_a) as server_a, LiveServer(app_b) as server_b:

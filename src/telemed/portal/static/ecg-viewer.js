@@ -23,6 +23,17 @@
     return e;
   }
 
+  // The paper: 1 mm squares inside 5 mm squares, as patterns filling a rect of width × height mm.
+  function paper(svg, width, height) {
+    var defs = el("defs", {}, svg);
+    var small = el("pattern", { id: "ecg-small", width: 1, height: 1, patternUnits: "userSpaceOnUse" }, defs);
+    el("path", { d: "M1 0L0 0 0 1", class: "ecg-grid-small" }, small);
+    var big = el("pattern", { id: "ecg-big", width: 5, height: 5, patternUnits: "userSpaceOnUse" }, defs);
+    el("rect", { width: 5, height: 5, fill: "url(#ecg-small)" }, big);
+    el("path", { d: "M5 0L0 0 0 5", class: "ecg-grid-big" }, big);
+    return el("rect", { x: 0, y: 0, width: width, height: height, fill: "url(#ecg-big)", class: "ecg-paper" }, svg);
+  }
+
   function Viewer(host, data) {
     this.host = host;
     this.data = data;
@@ -77,13 +88,7 @@
     }, spacer);
     svg.style.position = "sticky";
     svg.style.left = "0";
-    var defs = el("defs", {}, svg);
-    var small = el("pattern", { id: "ecg-small", width: 1, height: 1, patternUnits: "userSpaceOnUse" }, defs);
-    el("path", { d: "M1 0L0 0 0 1", class: "ecg-grid-small" }, small);
-    var big = el("pattern", { id: "ecg-big", width: 5, height: 5, patternUnits: "userSpaceOnUse" }, defs);
-    el("rect", { width: 5, height: 5, fill: "url(#ecg-small)" }, big);
-    el("path", { d: "M5 0L0 0 0 5", class: "ecg-grid-big" }, big);
-    this.paper = el("rect", { x: 0, y: 0, width: viewMm, height: height, fill: "url(#ecg-big)", class: "ecg-paper" }, svg);
+    this.paper = paper(svg, viewMm, height);
     this.traces = el("g", {}, svg);
     this.clock = el("text", { x: viewMm - 2, y: 4, class: "ecg-label", "text-anchor": "end" }, svg);
     this.svg = svg;
@@ -183,13 +188,7 @@
       class: "ecg-svg", "data-speed": this.speed, "data-gain": this.gain, "data-width-mm": width,
       role: "img",
     }, this.host);
-    var defs = el("defs", {}, svg);
-    var small = el("pattern", { id: "ecg-small", width: 1, height: 1, patternUnits: "userSpaceOnUse" }, defs);
-    el("path", { d: "M1 0L0 0 0 1", class: "ecg-grid-small" }, small);
-    var big = el("pattern", { id: "ecg-big", width: 5, height: 5, patternUnits: "userSpaceOnUse" }, defs);
-    el("rect", { width: 5, height: 5, fill: "url(#ecg-small)" }, big);
-    el("path", { d: "M5 0L0 0 0 5", class: "ecg-grid-big" }, big);
-    el("rect", { x: 0, y: 0, width: width, height: height, fill: "url(#ecg-big)", class: "ecg-paper" }, svg);
+    paper(svg, width, height);
     var g = el("g", {}, svg);
     var self = this;
     var r, c;
