@@ -380,15 +380,13 @@ REMOTE_VIDEOS_JS = """() => Array.from(document.querySelectorAll('#video-grid fi
 
 
 def test_an_mdt_goes_through_janus_and_each_of_three_receives_the_other_two(
-    browser, services, server, backend, janus_url
+    browser, services, server, backend, janus_url, monkeypatch
 ):
     if backend != "sqlite":
         pytest.skip("tested once (SQLite)")
     from telemed.consultation import workflow as wf
 
-    settings = services.settings
-    saved = settings.janus_url
-    settings.janus_url = janus_url
+    monkeypatch.setattr(services.settings, "janus_url", janus_url)  # undone after the test
     pages = []
     try:
         call = scheduled(services, kind=wf.MDT)
@@ -425,19 +423,18 @@ def test_an_mdt_goes_through_janus_and_each_of_three_receives_the_other_two(
         for page in pages[:2]:
             page.wait_for_function("() => window.telemedCall.peers().length === 1", timeout=15000)
     finally:
-        settings.janus_url = saved
         for page in pages:
             page.context.close()
 
 
-def test_in_a_janus_room_a_page_without_camera_still_sees_the_others(browser, services, server, backend, janus_url):
+def test_in_a_janus_room_a_page_without_camera_still_sees_the_others(
+    browser, services, server, backend, janus_url, monkeypatch
+):
     if backend != "sqlite":
         pytest.skip("tested once (SQLite)")
     from telemed.consultation import workflow as wf
 
-    settings = services.settings
-    saved = settings.janus_url
-    settings.janus_url = janus_url
+    monkeypatch.setattr(services.settings, "janus_url", janus_url)  # undone after the test
     pages = []
     # Without the fake UI flag, headless Chromium denies the permission prompt: no camera, no microphone.
     denied = browser.browser_type.launch(executable_path=CHROMIUM, args=[*ARGS, "--use-fake-device-for-media-stream"])
@@ -456,7 +453,6 @@ def test_in_a_janus_room_a_page_without_camera_still_sees_the_others(browser, se
         for page in pages:  # the two with cameras still see each other (and no empty feed of the third)
             _wait_decoding(page, peers=1, timeout=60)
     finally:
-        settings.janus_url = saved
         for page in pages:
             page.context.close()
         denied.close()
