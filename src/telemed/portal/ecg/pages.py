@@ -343,7 +343,8 @@ def waveform_json(request: Request, ecg: str, user: CurrentUser, start: float | 
 
         def load() -> waveform.Leads:
             members = [model.ref_id(m, "Observation") for m in panel.resource.get("hasMember", [])]
-            return waveform.from_observations([repo.read("Observation", m).resource for m in members])
+            found = repo.read_many("Observation", members)  # one statement for the 12 leads
+            return waveform.from_observations([found[m].resource for m in members if m in found])
 
         leads = _LEADS.get(f"{id(_services(request).engine)}:{ecg}:{panel.version_id}", load)
         rhythm = _rhythm(repo, ecg)
